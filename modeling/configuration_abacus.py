@@ -1,0 +1,146 @@
+"""Configuration of the Abacus looped transformer (McLeish et al. 2024, arXiv 2405.17399)."""
+
+from transformers import PretrainedConfig
+
+ARITH_DIGIT_TOKEN_IDS = list(range(4, 14))
+
+
+class AbacusConfig(PretrainedConfig):
+    r"""
+    A decoder whose block of `num_hidden_layers` distinct layers is applied `num_recurrences` times
+    ("L×R"), with Abacus positions for digits. 16×1 is a standard transformer.
+
+    Args:
+        vocab_size (`int`, defaults to 31): size of the character vocabulary.
+        hidden_size (`int`, defaults to 1024): width of the residual stream.
+        num_attention_heads (`int`, defaults to 16): attention heads (`hidden_size` must divide evenly).
+        intermediate_size (`int`, defaults to 2048): width of the gated MLP.
+        hidden_act (`str`, defaults to `"gelu"`): gate activation: `"gelu"` (the paper's gated GELU)
+            or `"silu"` (SwiGLU).
+        num_hidden_layers (`int`, defaults to 8): L, the distinct layers in the recurrent block.
+        num_recurrences (`int`, defaults to 2): R, how often the block is applied; may be raised at
+            inference (`model(..., num_recurrences=R)` or `generate(..., num_recurrences=R)`).
+        input_injection (`bool`, defaults to `True`): add the embedded input to the hidden state
+            before every application of the block.
+        embedding_positions (`str`, defaults to `"abacus"`): position signal added to the token
+            embeddings: `"abacus"`, `"learned"` (absolute, up to `max_position_embeddings`) or `"none"`.
+        attention_positions (`str`, defaults to `"none"`): position signal inside attention:
+            `"none"`, `"rope"` or `"fire"`. `embedding_positions="none"` with `"none"` here is NoPE.
+        digit_token_ids (`list[int]`, defaults to the hf-arith vocabulary's digits): tokens that are
+            digits, whose Abacus position is their 1-based index in their run of digits.
+        abacus_num_positions (`int`, defaults to 256): rows of the Abacus table (row 0 is for
+            non-digit tokens). Must exceed `abacus_max_k` + the longest number seen in training;
+            a longer number is an error.
+        abacus_max_k (`int`, defaults to 100): in training a random offset k in {0..max_k} is added
+            to every digit position.
+        abacus_offset_mode (`str`, defaults to `"per_batch"`): draw one k per batch (as the paper's
+            code) or `"per_example"`.
+        abacus_eval_offset (`int`, defaults to 0): the offset added to digit positions outside
+            training (evaluation and generation).
+        max_position_embeddings (`int`, defaults to 1024): context length for learned absolute positions
+            and the longest sequence the model is meant for.
+        rope_theta (`float`, defaults to 10000.0): RoPE base, when `attention_positions="rope"`.
+        norm_position (`str`, defaults to `"pre"`): LayerNorm before (`"pre"`) or after (`"post"`)
+            each sub-layer.
+        layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon.
+        progressive_loss_alpha (`float`, defaults to 0.0): α of the progressive loss
+            `(1-α)·L(R recurrences) + α·L(n without grad, then k with grad)`, applied in training
+            when labels are given. The paper's code uses 1.0.
+        progressive_max_k (`int`, *optional*): cap on k in the progressive loss (the paper's code
+            caps it at R // 2); `None` draws k from {1..R-n}.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of weights.
+        clip_qkv (`float`, *optional*): clamp q, k, v to ±clip_qkv.
+    """
+
+    model_type = "abacus"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    def __init__(
+        self,
+        vocab_size: int = 31,
+        hidden_size: int = 1024,
+        num_attention_heads: int = 16,
+        intermediate_size: int = 2048,
+        hidden_act: str = "gelu",
+        num_hidden_layers: int = 8,
+        num_recurrences: int = 2,
+        input_injection: bool = True,
+        embedding_positions: str = "abacus",
+        attention_positions: str = "none",
+        digit_token_ids: list[int] | None = None,
+        abacus_num_positions: int = 256,
+        abacus_max_k: int = 100,
+        abacus_offset_mode: str = "per_batch",
+        abacus_eval_offset: int = 0,
+        max_position_embeddings: int = 1024,
+        rope_theta: float = 10000.0,
+        norm_position: str = "pre",
+        layer_norm_eps: float = 1e-5,
+        progressive_loss_alpha: float = 0.0,
+        progressive_max_k: int | None = None,
+        initializer_range: float = 0.02,
+        clip_qkv: float | None = None,
+        pad_token_id: int = 0,
+        bos_token_id: int = 2,
+        eos_token_id: int = 3,
+        tie_word_embeddings: bool = False,
+        use_cache: bool = True,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.num_hidden_layers = num_hidden_layers
+        self.num_recurrences = num_recurrences
+        self.input_injection = input_injection
+        self.embedding_positions = embedding_positions
+        self.attention_positions = attention_positions
+        self.digit_token_ids = list(ARITH_DIGIT_TOKEN_IDS if digit_token_ids is None else digit_token_ids)
+        self.abacus_num_positions = abacus_num_positions
+        self.abacus_max_k = abacus_max_k
+        self.abacus_offset_mode = abacus_offset_mode
+        self.abacus_eval_offset = abacus_eval_offset
+        self.max_position_embeddings = max_position_embeddings
+        self.rope_theta = rope_theta
+        self.norm_position = norm_position
+        self.layer_norm_eps = layer_norm_eps
+        self.progressive_loss_alpha = progressive_loss_alpha
+        self.progressive_max_k = progressive_max_k
+        self.initializer_range = initializer_range
+        self.clip_qkv = clip_qkv
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+        self.validate_options()
+
+    def validate_options(self):
+        """Raises `ValueError` naming the field and its allowed values."""
+        choices = {
+            "embedding_positions": ("abacus", "learned", "none"),
+            "attention_positions": ("none", "rope", "fire"),
+            "abacus_offset_mode": ("per_batch", "per_example"),
+            "norm_position": ("pre", "post"),
+            "hidden_act": ("gelu", "silu"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"AbacusConfig.{name}={getattr(self, name)!r}; choose one of {allowed}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
+                f"{self.num_attention_heads}; pick sizes where it is"
+            )
+        if min(self.num_hidden_layers, self.num_recurrences) < 1:
+            raise ValueError("num_hidden_layers and num_recurrences must both be at least 1")
+        if not 0.0 <= self.progressive_loss_alpha <= 1.0:
+            raise ValueError(f"progressive_loss_alpha={self.progressive_loss_alpha} must be in [0, 1]")
+
+
+__all__ = ["AbacusConfig"]

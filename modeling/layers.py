@@ -1,0 +1,245 @@
+"""Decoder pieces shared by the Abacus and OLMo models.
+
+This file travels to the Hub next to the model files, so it imports only torch and transformers.
+Both configs use the same field names for what these layers read: `hidden_size`,
+`num_attention_heads`, `intermediate_size`, `hidden_act`, `clip_qkv`, `rope_theta`,
+`attention_positions`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+
+class ParameterFreeLayerNorm(nn.Module):
+    """LayerNorm with no weight and no bias, computed in fp32 (OLMo-1)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.normalized_shape = (hidden_size,)
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(hidden_states.float(), self.normalized_shape, None, None, self.eps)
+        return normed.to(hidden_states.dtype)
+
+
+class GatedMLP(nn.Module):
+    """`down(act(gate(x)) * up(x))`; SwiGLU with `silu`, gated GELU with `gelu`.
+
+    Gate and up are one fused matmul (`gate_up_proj`, gate rows first): one larger GEMM is faster
+    than two small ones, most of all on CPU.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate-half (NeoX) RoPE; cos/sin computed in fp32 from `position_ids`.
+
+    The frequencies are recomputed per call rather than kept in a buffer: it costs head_dim/2
+    values and leaves no non-persistent buffer to re-create when `from_pretrained` builds the
+    model on the meta device.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.theta = config.rope_theta
+
+    @torch.no_grad()
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float, device=position_ids.device) / self.head_dim
+        inv_freq = 1.0 / (self.theta**exponents)
+        freqs = position_ids[..., None].float() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin):
+    """Rotates `q`, `k` of shape (batch, heads, seq, head_dim) in fp32, as OLMo does."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    q_embed = q.float() * cos + rotate_half(q.float()) * sin
+    k_embed = k.float() * cos + rotate_half(k.float()) * sin
+    return q_embed.to(q.dtype), k_embed.to(k.dtype)
+
+
+class FireBias(nn.Module):
+    """FIRE (Li et al. 2023): a learned attention bias from normalised relative distance.
+
+    `b(i, j) = MLP(psi(i - j) / psi(max(i, L)))` with `psi(x) = log(|c x| + 1)`, an MLP
+    1 -> 32 -> ReLU -> heads, and learned `c` (init 0.1) and threshold `L` (init 512).
+    """
+
+    def __init__(self, num_heads: int, mlp_width: int = 32, c_init: float = 0.1, threshold_init: float = 512.0):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, mlp_width), nn.ReLU(), nn.Linear(mlp_width, num_heads))
+        self.c = nn.Parameter(torch.tensor(c_init))
+        self.threshold = nn.Parameter(torch.tensor(threshold_init))
+
+    def psi(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.abs(self.c * x) + 1)
+
+    def forward(self, query_positions: torch.Tensor, query_cache_index: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Bias of shape (batch, heads, q, kv).
+
+        `query_positions` (batch, q) are token positions that ignore left padding, so the normaliser
+        `max(i, L)` does not depend on padding; the distance `i - j` is measured in cache slots
+        (`query_cache_index`, (q,)), where padding cancels out.
+        """
+        key_index = torch.arange(kv_len, device=query_positions.device)
+        distance = (query_cache_index[:, None] - key_index[None, :]).clamp(min=0).float()
+        normaliser = self.psi(torch.maximum(query_positions.float(), self.threshold.abs()))
+        features = self.psi(distance)[None] / normaliser[..., None]
+        return self.mlp(features.unsqueeze(-1)).permute(0, 3, 1, 2)
+
+
+def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device) -> torch.Tensor:
+    """Additive mask (batch, 1, q, past + q): 0 where a query may attend, dtype-min elsewhere.
+
+    Built here instead of with `transformers.masking_utils` because FIRE adds a learned bias to
+    it per layer and the looped cache holds more entries than there are layers.
+    """
+    kv_len = past_len + q_len
+    query_index = torch.arange(past_len, kv_len, device=device)
+    allowed = query_index[:, None] >= torch.arange(kv_len, device=device)[None, :]
+    allowed = allowed[None, None].expand(batch_size, 1, q_len, kv_len)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, -kv_len:].bool()
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention, no biases, through transformers' attention interface.
+
+    q, k and v are one fused projection (`qkv_proj`, in that order) for speed. Position signal
+    inside attention: RoPE (`position_embeddings` = cos, sin), FIRE (a bias per layer) or none.
+    """
+
+    is_causal = True
+
+    def __init__(self, config, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.num_key_value_groups = 1
+        self.scaling = self.head_dim**-0.5
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.fire = FireBias(config.num_attention_heads) if config.attention_positions == "fire" else None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        cache_index: int | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        batch, q_len, _ = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states)
+        if self.config.clip_qkv is not None:
+            qkv = qkv.clamp(min=-self.config.clip_qkv, max=self.config.clip_qkv)
+        query, key, value = qkv.view(batch, q_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+        if position_embeddings is not None:
+            query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        if past_key_values is not None:
+            slot = self.layer_idx if cache_index is None else cache_index
+            key, value = past_key_values.update(key, value, slot)
+        if self.fire is not None:
+            kv_len = key.shape[2]
+            cache_slots = torch.arange(kv_len - q_len, kv_len, device=query.device)
+            attention_mask = attention_mask + self.fire(position_ids, cache_slots, kv_len).to(query.dtype)
+
+        attention_interface = eager_attention_forward
+        if self.config._attn_implementation != "eager":
+            attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
+        output, _ = attention_interface(self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0)
+        return self.o_proj(output.reshape(batch, q_len, -1))
+
+
+class DecoderLayer(GradientCheckpointingLayer):
+    """Attention + gated MLP with residuals, normalised before (pre-norm) or after (post-norm)."""
+
+    def __init__(self, config, layer_idx: int, norm_factory):
+        super().__init__()
+        self.pre_norm = getattr(config, "norm_position", "pre") == "pre"
+        self.self_attn = Attention(config, layer_idx)
+        self.mlp = GatedMLP(config)
+        self.input_layernorm = norm_factory()
+        self.post_attention_layernorm = norm_factory()
+
+    def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> torch.Tensor:
+        if self.pre_norm:
+            hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), **attention_kwargs)
+            return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        hidden_states = self.input_layernorm(hidden_states + self.self_attn(hidden_states, **attention_kwargs))
+        return self.post_attention_layernorm(hidden_states + self.mlp(hidden_states))
+
+
+def ensure_cache_slots(cache: Cache, num_slots: int) -> None:
+    """Grows a cache to `num_slots` layers.
+
+    A looped block stores one entry per layer per recurrence, and the recurrence count may be
+    raised at inference, so `generate`'s cache (sized from the config) can be too short.
+    """
+    while len(cache.layers) < num_slots:
+        cache.layers.append(DynamicLayer())
+
+
+def padding_free_position_ids(attention_mask, q_len, past_len, device) -> torch.Tensor:
+    """Token positions that skip left padding (what `generate` passes), for direct calls."""
+    if attention_mask is None:
+        return torch.arange(past_len, past_len + q_len, device=device)[None]
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)[:, -q_len:]
+
+
+def shifted_cross_entropy(logits, labels, num_items_in_batch=None) -> torch.Tensor:
+    """Next-token loss in fp32 with ignore index -100.
+
+    With `num_items_in_batch` the summed loss is divided by that count instead of by this
+    micro-batch's tokens, so gradient accumulation and data parallelism give the same gradient as
+    one big batch (the transformers convention).
+    """
+    logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    labels = labels[:, 1:].reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, labels, ignore_index=-100)
+    loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch

@@ -1,0 +1,329 @@
+"""Abacus looped transformer (McLeish et al. 2024): Abacus digit positions, a recurrent block with
+input injection, progressive loss, and a KV cache with one entry per layer per recurrence."""
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .configuration_abacus import AbacusConfig
+from .layers import (
+    DecoderLayer,
+    FireBias,
+    RotaryEmbedding,
+    causal_mask,
+    ensure_cache_slots,
+    padding_free_position_ids,
+    shifted_cross_entropy,
+)
+
+
+def compute_abacus_positions(input_ids: torch.LongTensor, digit_token_ids: list[int]) -> torch.LongTensor:
+    """The Abacus position of every token: its 1-based index in its run of consecutive digits, 0 for
+    non-digits.
+
+    Example:
+        >>> ids = torch.tensor([[5, 6, 14, 7, 8, 9, 18]])  # "12+345=" in the hf-arith vocabulary
+        >>> compute_abacus_positions(ids, list(range(4, 14))).tolist()
+        [[1, 2, 0, 1, 2, 3, 0]]
+    """
+    is_digit = torch.isin(input_ids, torch.tensor(digit_token_ids, device=input_ids.device))
+    digits_so_far = is_digit.long().cumsum(-1)
+    # Count of digits up to the last non-digit token: where the current run started.
+    run_start = torch.where(is_digit, 0, digits_so_far).cummax(-1).values
+    return (digits_so_far - run_start) * is_digit
+
+
+class AbacusEmbedding(nn.Module):
+    """A learned row per Abacus position; training shifts digit positions by a random offset k so
+    that rows beyond the training lengths are trained too."""
+
+    def __init__(self, config: AbacusConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.abacus_num_positions, config.hidden_size)
+
+    def offset(self, positions: torch.LongTensor) -> torch.LongTensor:
+        config = self.config
+        if self.training:
+            rows = positions.shape[0] if config.abacus_offset_mode == "per_example" else 1
+            k = torch.randint(0, config.abacus_max_k + 1, (rows, 1)).to(positions.device)
+        else:
+            k = config.abacus_eval_offset
+        return torch.where(positions > 0, positions + k, 0)
+
+    def forward(self, positions: torch.LongTensor) -> torch.Tensor:
+        rows = self.offset(positions)
+        if rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
+            longest = int(positions.max())
+            raise ValueError(
+                f"a number of {longest} digits needs Abacus row {int(rows.max())}, but the table has "
+                f"{self.config.abacus_num_positions} rows (offset up to {self.config.abacus_max_k} in training, "
+                f"{self.config.abacus_eval_offset} at inference); use shorter operands, or train a model with a "
+                f"larger `abacus_num_positions`"
+            )
+        return self.embedding(rows)
+
+
+class AbacusPreTrainedModel(PreTrainedModel):
+    config_class = AbacusConfig
+    config: AbacusConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, FireBias):
+            init.constant_(module.c, 0.1)
+            init.constant_(module.threshold, 512.0)
+
+
+class AbacusModel(AbacusPreTrainedModel):
+    """The looped decoder without the LM head: returns the final hidden states."""
+
+    def __init__(self, config: AbacusConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.abacus = AbacusEmbedding(config) if config.embedding_positions == "abacus" else None
+        self.embed_positions = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.embedding_positions == "learned"
+            else None
+        )
+        self.rotary_emb = RotaryEmbedding(config) if config.attention_positions == "rope" else None
+        norm = lambda: nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=False)  # noqa: E731
+        self.layers = nn.ModuleList([DecoderLayer(config, i, norm) for i in range(config.num_hidden_layers)])
+        # Post-norm layers already end normalised.
+        self.norm = norm() if config.norm_position == "pre" else nn.Identity()
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def prepare(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        abacus_positions=None,
+        num_recurrences=None,
+    ):
+        """Embeds the input and builds what every layer application needs.
+
+        Returns `(embedded, recurrences, layer_kwargs)`; `run_block` then applies recurrences.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        embedded = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        batch, q_len = embedded.shape[:2]
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = padding_free_position_ids(attention_mask, q_len, past_len, embedded.device)
+        position_ids = position_ids.expand(batch, q_len)
+
+        if self.abacus is not None:
+            if abacus_positions is None:
+                if input_ids is None:
+                    raise ValueError("Abacus embeddings need input_ids or abacus_positions")
+                abacus_positions = compute_abacus_positions(input_ids, self.config.digit_token_ids)
+            embedded = embedded + self.abacus(abacus_positions)
+        if self.embed_positions is not None:
+            if int(position_ids.max()) >= self.config.max_position_embeddings:
+                raise ValueError(
+                    f"sequence position {int(position_ids.max())} exceeds max_position_embeddings="
+                    f"{self.config.max_position_embeddings}; use shorter inputs"
+                )
+            embedded = embedded + self.embed_positions(position_ids)
+
+        recurrences = num_recurrences or self.config.num_recurrences
+        if past_key_values is not None:
+            ensure_cache_slots(past_key_values, recurrences * self.config.num_hidden_layers)
+
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        # Without padding, cache or FIRE bias, sdpa's own causal path is fastest (flash on GPU).
+        plain_causal = self.config._attn_implementation == "sdpa" and self.config.attention_positions != "fire"
+        if plain_causal and not padded and past_len == 0:
+            mask = None
+        else:
+            mask = causal_mask(attention_mask, batch, q_len, past_len, embedded.dtype, embedded.device)
+        layer_kwargs = {
+            "attention_mask": mask,
+            "position_ids": position_ids,
+            "position_embeddings": self.rotary_emb(position_ids) if self.rotary_emb is not None else None,
+            "past_key_values": past_key_values,
+        }
+        return embedded, recurrences, layer_kwargs
+
+    def run_block(self, hidden, embedded, recurrences: range, layer_kwargs) -> torch.Tensor:
+        """Applies the recurrent block for each recurrence index in `recurrences`.
+
+        With input injection the state starts at zero and the embedded input is added before every
+        application, so recurrence 0 sees exactly the embeddings (1×1 is a plain decoder).
+        """
+        num_layers = self.config.num_hidden_layers
+        for r in recurrences:
+            if self.config.input_injection:
+                hidden = hidden + embedded
+            for i, layer in enumerate(self.layers):
+                hidden = layer(hidden, cache_index=r * num_layers + i, **layer_kwargs)
+        return hidden
+
+    def initial_state(self, embedded):
+        return torch.zeros_like(embedded) if self.config.input_injection else embedded
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        num_recurrences: int | None = None,
+        abacus_positions: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = DynamicCache()
+        embedded, recurrences, layer_kwargs = self.prepare(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, abacus_positions, num_recurrences
+        )
+        hidden = self.run_block(self.initial_state(embedded), embedded, range(recurrences), layer_kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), past_key_values=past_key_values)
+
+
+class AbacusForCausalLM(AbacusPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: AbacusConfig):
+        super().__init__(config)
+        self.model = AbacusModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        num_recurrences: int | None = None,
+        abacus_positions: torch.LongTensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        num_recurrences (`int`, *optional*): applications of the recurrent block, default
+            `config.num_recurrences`; raise it at inference for more test-time compute.
+        abacus_positions (`torch.LongTensor`, *optional*): Abacus positions (before any offset) of
+            `input_ids`; computed from `input_ids` when omitted. `generate` passes them because a
+            cached step sees only the newest token.
+        num_items_in_batch (`int`, *optional*): divide the summed loss by this many label tokens.
+
+        Example:
+            >>> out = model(**tokenizer("321+54=", return_tensors="pt"))
+            >>> tokenizer.decode(out.logits[0, -1].argmax())
+            '3'
+        """
+        if labels is not None and self.training and self.config.progressive_loss_alpha > 0:
+            return self._progressive_forward(
+                input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences,
+                abacus_positions, num_items_in_batch,
+            )
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            num_recurrences=num_recurrences,
+            abacus_positions=abacus_positions,
+        )
+        hidden = outputs.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = None if labels is None else shifted_cross_entropy(logits, labels, num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+
+    def _progressive_forward(
+        self, input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences, abacus_positions,
+        num_items_in_batch,
+    ) -> CausalLMOutputWithPast:
+        """(1-α)·L(R recurrences) + α·L(n recurrences without grad, then k with grad),
+        n ~ U{0..R-1}, k ~ U{1..R-n} (capped at `progressive_max_k`)."""
+        alpha = self.config.progressive_loss_alpha
+        embedded, recurrences, layer_kwargs = self.model.prepare(
+            input_ids, attention_mask, position_ids, None, inputs_embeds, abacus_positions, num_recurrences
+        )
+        start = self.model.initial_state(embedded)
+
+        def loss_of(hidden):
+            logits = self.lm_head(self.model.norm(hidden))
+            return logits, shifted_cross_entropy(logits, labels, num_items_in_batch)
+
+        n = int(torch.randint(0, recurrences, ()))
+        max_k = recurrences - n
+        if self.config.progressive_max_k is not None:
+            max_k = min(max_k, self.config.progressive_max_k)
+        k = int(torch.randint(1, max_k + 1, ()))
+        with torch.no_grad():
+            prefix = self.model.run_block(start, embedded, range(n), layer_kwargs)
+        logits, loss = loss_of(self.model.run_block(prefix.detach(), embedded, range(n, n + k), layer_kwargs))
+        loss = alpha * loss
+        if alpha < 1:
+            logits, full_loss = loss_of(self.model.run_block(start, embedded, range(recurrences), layer_kwargs))
+            loss = loss + (1 - alpha) * full_loss
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        # A cached step sees only the new tokens, but a digit's Abacus position depends on the
+        # digits before it: compute positions on the whole sequence and keep the new ones.
+        if self.config.embedding_positions == "abacus" and inputs.get("input_ids") is not None:
+            new = inputs["input_ids"].shape[1]
+            inputs["abacus_positions"] = compute_abacus_positions(input_ids, self.config.digit_token_ids)[:, -new:]
+        return inputs
+
+
+AbacusConfig.register_for_auto_class()
+AbacusModel.register_for_auto_class("AutoModel")
+AbacusForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["AbacusForCausalLM", "AbacusModel", "AbacusPreTrainedModel", "compute_abacus_positions"]
