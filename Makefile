@@ -1,0 +1,25 @@
+# Every target installs what it needs first, so each works on a fresh machine.
+PYTHON ?= python3
+# Installing the pinned CPU torch first keeps pip from pulling a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+RUN_DIR ?= runs/addition_cpu
+
+.PHONY: setup quickstart test test-fast bench
+
+setup:
+	$(PYTHON) -m pip install -q $(TORCH_PIN)
+	$(PYTHON) -m pip install -q -e ".[test]"
+
+quickstart: setup
+	hf-arith train recipes/abacus/addition_cpu.yaml --output-dir $(RUN_DIR)
+	hf-arith eval $(RUN_DIR)/final --task addition --lengths 1-30 --samples 20 --out $(RUN_DIR)/eval
+	hf-arith generate $(RUN_DIR)/final "123+4567"
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PYTHON) benchmarks/decode_kv_cache.py

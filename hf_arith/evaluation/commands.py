@@ -1,0 +1,232 @@
+"""What `hf-arith eval`, `hf-arith generate` and `hf-arith data eval-set` run.
+
+The CLI only parses arguments and calls these; each loads what it needs, does the work, prints a
+short report and returns the result for scripts and tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .grid import DEFAULT_EVAL_SEED, GridResult, evaluate_grid
+
+
+def parse_range(text: str) -> list[int]:
+    """`"1-40"` -> 1..40, `"5"` -> [5], `"1-10,20,30-32"` -> the union.
+
+    Example:
+        >>> parse_range("1-3,7")
+        [1, 2, 3, 7]
+    """
+    values: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"bad length range {text!r}: use e.g. 1-40, 5 or 1-10,20")
+        lo, hi = int(match[1]), int(match[2] or match[1])
+        if lo < 1 or hi < lo:
+            raise ValueError(f"bad length range {part.strip()!r} in {text!r}: need 1 <= start <= end")
+        values.update(range(lo, hi + 1))
+    return sorted(values)
+
+
+def parse_lengths(spec: str) -> dict:
+    """Keyword arguments of `evaluate_grid` for a `--lengths` value.
+
+    `"1-40"`: the square grid; `"1-40x1-20"`: len_a x len_b (sorting: count x max digits);
+    `"101-160:equal"`: only equal lengths (the paper's extreme-length check).
+
+    Example:
+        >>> parse_lengths("1-2x3")
+        {'lengths_a': [1, 2], 'lengths_b': [3], 'pairs': None}
+        >>> parse_lengths("101-102:equal")["pairs"]
+        [(101, 101), (102, 102)]
+    """
+    spec = spec.strip()
+    if spec.endswith(":equal"):
+        lengths = parse_range(spec.removesuffix(":equal"))
+        return {"lengths_a": None, "lengths_b": None, "pairs": [(n, n) for n in lengths]}
+    if ":" in spec:
+        raise ValueError(f"bad --lengths {spec!r}: the only suffix is ':equal' (e.g. 101-160:equal)")
+    parts = spec.lower().split("x")
+    if len(parts) > 2:
+        raise ValueError(f"bad --lengths {spec!r}: use A, AxB or A:equal (e.g. 1-40, 1-40x1-20, 101-160:equal)")
+    lengths_a = parse_range(parts[0])
+    lengths_b = parse_range(parts[1]) if len(parts) == 2 else None
+    return {"lengths_a": lengths_a, "lengths_b": lengths_b, "pairs": None}
+
+
+def cells_of(spec: str) -> list[tuple[int, int]]:
+    """The (len_a, len_b) cells a `--lengths` value names.
+
+    Example:
+        >>> cells_of("1-2")
+        [(1, 1), (1, 2), (2, 1), (2, 2)]
+    """
+    parsed = parse_lengths(spec)
+    if parsed["pairs"] is not None:
+        return parsed["pairs"]
+    lengths_b = parsed["lengths_b"] or parsed["lengths_a"]
+    return [(a, b) for a in parsed["lengths_a"] for b in lengths_b]
+
+
+def resolve_device(device: str | None) -> str:
+    """`None`/`"auto"` -> the first accelerator available, else `"cpu"`.
+
+    Example:
+        >>> resolve_device("auto")
+        'cpu'
+    """
+    import torch
+
+    if device not in (None, "", "auto"):
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: str | None = None):
+    """`(model, tokenizer)` from a saved folder or Hub id, through the Auto classes (the same path
+    a user without hf-arith takes), in eval mode on `device`.
+
+    Example:
+        >>> model, tokenizer = load_model("runs/addition_cpu/final")
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"trust_remote_code": True}
+    if dtype not in (None, "auto"):
+        kwargs["dtype"] = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
+    return model.to(resolve_device(device)).eval(), tokenizer
+
+
+def recipe_task(model_dir: str | os.PathLike) -> tuple[str | None, dict]:
+    """`(data.task, data.task_args)` from a model folder's `recipe.yaml`, or `(None, {})`."""
+    path = Path(model_dir) / "recipe.yaml"
+    if not path.is_file():
+        return None, {}
+    import yaml
+
+    data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    return data.get("task"), dict(data.get("task_args") or {})
+
+
+def run_eval(
+    model_dir: str | os.PathLike,
+    task: str | None = None,
+    lengths: str = "1-40",
+    samples: int = 100,
+    out_dir: str | os.PathLike = "eval",
+    batch_size: int = 256,
+    num_recurrences: int | None = None,
+    seed: int = DEFAULT_EVAL_SEED,
+    device: str | None = None,
+    train_max_digits: int | None = None,
+    dtype: str | None = None,
+    progress: bool = True,
+    eval_set_path: str | os.PathLike | None = None,
+) -> GridResult:
+    """`hf-arith eval`: evaluate a saved model on a length grid, write `results.json` and
+    `heatmap.png` to `out_dir`, print a short table. `task=None` takes the model's training task
+    from its `recipe.yaml` (else addition). `eval_set_path` evaluates a set saved by
+    `hf-arith data eval-set` (a folder, .jsonl or .parquet) or a Hub dataset id instead of drawing
+    one from `lengths`/`samples`/`seed`.
+
+    Example:
+        >>> run_eval("runs/addition_cpu/final", "addition", "1-30", samples=20, out_dir="runs/addition_cpu/eval")
+        ... prints the summary; writes runs/addition_cpu/eval/{results.json,heatmap.png}
+    """
+    # The recipe's task arguments are not passed on: they describe the training lengths, which
+    # the grid deliberately exceeds; the prompt format is the same for every length.
+    trained_task, _ = recipe_task(model_dir)
+    task = task or trained_task or "addition"
+    dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
+    model, tokenizer = load_model(model_dir, device, dtype)
+    result = evaluate_grid(
+        model, tokenizer, task, **parse_lengths(lengths), dataset=dataset, samples=samples, seed=seed,
+        batch_size=batch_size,
+        num_recurrences=num_recurrences, progress=progress, train_max_digits=train_max_digits,
+        model_name=Path(model_dir).name if Path(model_dir).exists() else str(model_dir),
+    )
+    out_dir = Path(out_dir)
+    json_path = result.to_json(out_dir / "results.json")
+    png_path = result.heatmap(out_dir / "heatmap.png")
+    print(result.table())
+    print(f"\nwrote {json_path} and {png_path} ({result.elapsed_s:.1f}s of decoding)")
+    return result
+
+
+def _load_eval_set(path: str | os.PathLike):
+    """A saved evaluation set (folder, .jsonl, .parquet) or, when no such path exists, a Hub
+    dataset id (its `test` split, else its only split)."""
+    from hf_arith.data.arithmetic import load_eval_set
+
+    if Path(path).exists():
+        return load_eval_set(path)
+    import datasets
+
+    loaded = datasets.load_dataset(str(path))
+    return loaded["test"] if "test" in loaded else loaded[next(iter(loaded))]
+
+
+def run_generate(
+    model_dir: str | os.PathLike, problems: list[str] | str, num_recurrences: int | None = None,
+    device: str | None = None,
+) -> list[str]:
+    """`hf-arith generate`: print the model's answer to each normal-notation problem, one a line.
+
+    Example:
+        >>> run_generate("runs/addition_cpu/final", ["123+4567"])
+        4690
+        ['4690']
+    """
+    from .generate import answer
+
+    problems = [problems] if isinstance(problems, str) else list(problems)
+    model, tokenizer = load_model(model_dir, device)
+    answers = answer(model, tokenizer, problems, num_recurrences=num_recurrences)
+    for text in answers:
+        print(text)
+    return answers
+
+
+def run_data_eval_set(
+    task: str = "addition",
+    lengths: str = "1-40",
+    samples: int = 100,
+    seed: int = DEFAULT_EVAL_SEED,
+    out: str | os.PathLike = "eval_set",
+    push_to_hub: str | None = None,
+):
+    """`hf-arith data eval-set`: materialise the evaluation problems `hf-arith eval` would draw
+    for the same task, lengths, samples and seed, and save them.
+
+    `out` ending in `.jsonl`/`.json` or `.parquet` writes one file; anything else is a `datasets`
+    folder (`save_to_disk`); `hf-arith eval --eval-set OUT` evaluates it. `push_to_hub="user/name"`
+    also uploads it as a Hub dataset. Returns the `datasets.Dataset`.
+
+    Example:
+        >>> ds = run_data_eval_set("addition", "1-40", 100, out="data/addition_eval.parquet")
+        >>> ds.column_names
+        ['prompt', 'answer', 'len_a', 'len_b']
+    """
+    from hf_arith.data.arithmetic import eval_set, save_eval_set
+
+    dataset = eval_set(task, cells_of(lengths), samples, seed)
+    out = save_eval_set(dataset, out)
+    print(f"wrote {len(dataset)} {task} problems ({lengths}, {samples}/cell, seed {seed}) to {out}")
+    if push_to_hub:
+        dataset.push_to_hub(push_to_hub)
+        print(f"pushed to https://huggingface.co/datasets/{push_to_hub}")
+    return dataset
+
+
+__all__ = ["cells_of", "load_model", "parse_lengths", "parse_range", "run_data_eval_set", "run_eval", "run_generate"]

@@ -1,0 +1,253 @@
+"""What every arithmetic task shares: the `Example` record and small digit helpers.
+
+The model reads and writes every number least-significant digit first ("model format"), so that
+it can emit the answer in the order carries propagate. Helpers here convert between Python ints
+and that reversed text, sample numbers of an exact length, and derive independent seeds.
+
+Example:
+    >>> Example("321+54=", "573", (3, 2)).text
+    '321+54=573'
+    >>> reverse_digits(4690), read_reversed("0964")
+    ('0964', 4690)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+# One or more ASCII digits; `str.isdigit` would also accept e.g. "²" or Arabic-Indic digits.
+DIGITS = re.compile(r"[0-9]+")
+# Text the model may emit around an answer that is not part of it (decoded special tokens).
+_EOS_TEXT, _NOISE_TEXT = "<eos>", ("<pad>", "<bos>")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem in model format. `answer` excludes the EOS token.
+
+    `lengths` are the operand lengths (addition, multiplication) or (count, longest number's
+    digits) for sorting: the evaluation grid's cell of the example.
+
+    Example:
+        >>> ex = Example("321+54=", "573", (3, 2))
+        >>> ex.text, ex.lengths
+        ('321+54=573', (3, 2))
+    """
+
+    prompt: str
+    answer: str
+    lengths: tuple[int, ...]
+
+    @property
+    def text(self) -> str:
+        """Prompt followed by answer (no EOS), the string a training row spells.
+
+        Example:
+            >>> Example("1+1=", "2", (1, 1)).text
+            '1+1=2'
+        """
+        return self.prompt + self.answer
+
+
+def check_non_negative_int(value, what: str = "operand") -> int:
+    """`value` as an int, or `ValueError`: only non-negative integers (not bools) are operands.
+
+    Example:
+        >>> check_non_negative_int(7)
+        7
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be non-negative, got {value}")
+    return value
+
+
+def reverse_digits(value: int) -> str:
+    """The decimal digits of a non-negative int, least significant first (no zero padding).
+
+    Example:
+        >>> reverse_digits(123), reverse_digits(0)
+        ('321', '0')
+    """
+    return str(check_non_negative_int(value, "number"))[::-1]
+
+
+def read_reversed(text: str) -> int:
+    """The int spelled by least-significant-first digits; `ValueError` on anything else.
+
+    Example:
+        >>> read_reversed("573")
+        375
+    """
+    if not isinstance(text, str) or not DIGITS.fullmatch(text):
+        raise ValueError(f"expected reversed decimal digits, got {text!r}")
+    return int(text[::-1])
+
+
+def uniform_int_of_length(rng: random.Random, n: int) -> int:
+    """A uniform draw among the integers with exactly `n` decimal digits (1 digit: 0..9).
+
+    Example:
+        >>> len(str(uniform_int_of_length(random.Random(0), 5)))
+        5
+    """
+    if n < 1:
+        raise ValueError(f"a number has at least 1 digit, got length {n}")
+    if n == 1:
+        return rng.randrange(10)  # 0 is a 1-digit number; longer numbers have no leading zero
+    return rng.randrange(10 ** (n - 1), 10**n)
+
+
+def clean_prediction(text: str) -> str:
+    """A generated answer without what is not part of it: everything from the first `<eos>`,
+    `<pad>`/`<bos>` texts, surrounding whitespace.
+
+    Example:
+        >>> clean_prediction(" 573<eos><pad>")
+        '573'
+    """
+    text = text.split(_EOS_TEXT, 1)[0]
+    for noise in _NOISE_TEXT:
+        text = text.replace(noise, "")
+    return text.strip()
+
+
+def derive_seed(*parts) -> int:
+    """A 64-bit seed from any printable parts, stable across processes and Python versions
+    (unlike `hash()`), so e.g. ("train", task, seed, shard) and ("eval", ...) never share a stream.
+
+    Example:
+        >>> derive_seed("train", "addition", 0, 1) == derive_seed("train", "addition", 0, 1)
+        True
+    """
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def check_length_range(low: int, high: int, what: str) -> None:
+    """`ValueError` unless 1 <= low <= high.
+
+    Example:
+        >>> check_length_range(1, 20, "digits")
+    """
+    if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high):
+        raise ValueError(f"{what} range must satisfy 1 <= min <= max, got [{low}, {high}]")
+
+
+class BinaryOperationTask:
+    """Shared by addition and multiplication: `a OP b=` with reversed digits, answer reversed.
+
+    Operand lengths (len_a, len_b) are drawn uniformly from [min_digits, max_digits]^2, then each
+    operand uniformly among the numbers of exactly that length, so every grid cell is equally
+    frequent (short operands are not drowned by the 9x more numbers of each extra digit).
+    Subclasses set `name`, `operator`, `default_max_digits` and `apply`.
+    """
+
+    name = ""
+    operator = ""
+    default_max_digits = 20
+
+    def __init__(self, min_digits: int = 1, max_digits: int | None = None):
+        max_digits = self.default_max_digits if max_digits is None else max_digits
+        check_length_range(min_digits, max_digits, "operand digits")
+        self.min_digits, self.max_digits = min_digits, max_digits
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_digits={self.min_digits}, max_digits={self.max_digits})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def apply(self, a: int, b: int) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def length_grid(self) -> list[tuple[int, int]]:
+        """Every (len_a, len_b) cell of the training distribution, row by row.
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask(max_digits=2).length_grid()
+            [(1, 1), (1, 2), (2, 1), (2, 2)]
+        """
+        span = range(self.min_digits, self.max_digits + 1)
+        return [(la, lb) for la in span for lb in span]
+
+    def sample(self, rng: random.Random, lengths: tuple[int, int] | None = None) -> Example:
+        """A random example; `lengths=(la, lb)` forces the operand lengths (may lie outside the
+        training range, for evaluation).
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask().sample(random.Random(0), lengths=(3, 2)).lengths
+            (3, 2)
+        """
+        if lengths is None:
+            la, lb = rng.randint(self.min_digits, self.max_digits), rng.randint(self.min_digits, self.max_digits)
+        else:
+            la, lb = lengths
+        return self.format(uniform_int_of_length(rng, la), uniform_int_of_length(rng, lb))
+
+    def format(self, a: int, b: int) -> Example:
+        """The example for Python ints `a` and `b` (normal values, reversed here).
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask().format(123, 45)
+            Example(prompt='321+54=', answer='861', lengths=(3, 2))
+        """
+        ra, rb = reverse_digits(a), reverse_digits(b)
+        return Example(f"{ra}{self.operator}{rb}=", reverse_digits(self.apply(a, b)), (len(ra), len(rb)))
+
+    def parse_prompt(self, prompt: str) -> tuple[int, int]:
+        """The operands of a model-format prompt, as Python ints (the inverse of `format`).
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask().parse_prompt("321+54=")
+            (123, 45)
+        """
+        body = prompt[:-1] if prompt.endswith("=") else prompt
+        parts = body.split(self.operator)
+        if len(parts) != 2:
+            raise ValueError(f"expected a {self.name} prompt like '21{self.operator}3=', got {prompt!r}")
+        return read_reversed(parts[0]), read_reversed(parts[1])
+
+    def parse_answer(self, text: str) -> int:
+        """The int a model-format answer spells; `ValueError` when it is not reversed digits.
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask().parse_answer("573")
+            375
+        """
+        return read_reversed(clean_prediction(text))
+
+    def score(self, prediction: str, example: Example) -> bool:
+        """Exact match of the whole answer string (after dropping EOS/padding text), so a
+        trailing zero or an extra digit is wrong even where the integer would be equal.
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> ex = Example("321+54=", "573", (3, 2))
+            >>> AdditionTask().score("573<eos>", ex), AdditionTask().score("5730", ex)
+            (True, False)
+        """
+        return clean_prediction(prediction) == example.answer
+
+
+__all__ = [
+    "BinaryOperationTask",
+    "DIGITS",
+    "Example",
+    "check_length_range",
+    "check_non_negative_int",
+    "clean_prediction",
+    "derive_seed",
+    "read_reversed",
+    "reverse_digits",
+    "uniform_int_of_length",
+]

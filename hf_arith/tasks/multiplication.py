@@ -1,0 +1,37 @@
+"""Multiplication in the Abacus paper's format: `axb=` then the product, digits reversed, no
+zero padding of the operands.
+
+Example:
+    >>> MultiplicationTask().format(12, 34).text
+    '21x43=804'
+"""
+
+from __future__ import annotations
+
+from .base import BinaryOperationTask
+
+
+class MultiplicationTask(BinaryOperationTask):
+    """Operands of `min_digits`..`max_digits` digits (paper: 1..15), every length pair equally likely.
+
+    Example:
+        >>> task = MultiplicationTask()
+        >>> task.max_digits, task.format(99, 9).answer
+        (15, '198')
+    """
+
+    name = "multiplication"
+    operator = "x"
+    default_max_digits = 15
+
+    def apply(self, a: int, b: int) -> int:
+        """a * b.
+
+        Example:
+            >>> MultiplicationTask().apply(12, 34)
+            408
+        """
+        return a * b
+
+
+__all__ = ["MultiplicationTask"]

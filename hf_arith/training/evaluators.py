@@ -1,0 +1,154 @@
+"""In-loop evaluation: a registry of evaluator factories the recipe names.
+
+An evaluator is a callable `(model, step) -> dict[str, float]`. The trainer calls each one every
+`train.eval_every` steps on the main process, with the model in eval mode, under `torch.no_grad`
+and with the random-number state saved and restored around it (so evaluating never changes
+training). A recipe lists them by name:
+
+    eval:
+      evaluators:
+        - name: arith_grid
+          args: {lengths: "1-20", samples: 10}
+
+Adding one is a decorated factory `(recipe, tokenizer, **args) -> evaluator`:
+
+Example:
+    >>> @register_evaluator("param_norm")
+    ... def param_norm(recipe, tokenizer):
+    ...     return lambda model, step: {"norm": float(sum(p.norm() ** 2 for p in model.parameters()) ** 0.5)}
+    >>> sorted(EVALUATORS)[:2]
+    ['arith_grid', 'arith_loss']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from hf_arith.errors import RecipeError
+
+Evaluator = Callable[[torch.nn.Module, int], dict]
+EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
+
+
+def register_evaluator(name: str):
+    """Decorator: registers an evaluator factory under `name` (the recipe's `eval.evaluators[].name`).
+
+    Example:
+        >>> @register_evaluator("zero")
+        ... def zero(recipe, tokenizer):
+        ...     return lambda model, step: {"value": 0.0}
+    """
+
+    def register(factory):
+        EVALUATORS[name] = factory
+        return factory
+
+    return register
+
+
+def build_evaluators(recipe, tokenizer) -> list[tuple[str, Evaluator]]:
+    """`(name, evaluator)` for each entry of `recipe.eval.evaluators`; `RecipeError` for an unknown
+    name or arguments the factory does not take.
+
+    Example:
+        >>> from hf_arith.training.recipe import Recipe, EvalSpec, EvaluatorSpec
+        >>> recipe = Recipe(eval=EvalSpec([EvaluatorSpec("arith_loss", {"samples": 8})]))
+        >>> [name for name, _ in build_evaluators(recipe, None)]
+        ['arith_loss']
+    """
+    built = []
+    for i, spec in enumerate(recipe.eval.evaluators):
+        if spec.name not in EVALUATORS:
+            raise RecipeError(f"eval.evaluators[{i}].name={spec.name!r} is unknown; choose one of {sorted(EVALUATORS)}")
+        try:
+            built.append((spec.name, EVALUATORS[spec.name](recipe, tokenizer, **spec.args)))
+        except TypeError as err:
+            raise RecipeError(f"eval.evaluators[{i}] ({spec.name}): bad args {spec.args}: {err}") from None
+    return built
+
+
+def _train_max(recipe) -> int | tuple[int, int] | None:
+    """The training region of an arithmetic recipe, as `evaluate_grid` takes it."""
+    args = recipe.data.task_args
+    if recipe.data.task.startswith("sort"):
+        return (int(args.get("max_count", 10)), int(args.get("max_digits", 10)))
+    return int(args["max_digits"]) if "max_digits" in args else None
+
+
+@register_evaluator("arith_grid")
+def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batch_size: int = 256,
+               num_recurrences: int | None = None, seed: int = 1234):
+    """Exact-match accuracy of greedy decoding over a length grid (`hf_arith.evaluation`), summarised
+    as `accuracy/in_distribution`, `accuracy/out_of_distribution` and `accuracy/overall`.
+
+    `lengths` takes the `hf-arith eval --lengths` syntax ("1-20", "1-20x1-5", "30-32:equal").
+
+    Example:
+        >>> evaluate = arith_grid(recipe, tokenizer, lengths="1-12", samples=5)
+        >>> evaluate(model, step=100)
+        {'accuracy/overall': 0.9, 'accuracy/in_distribution': 1.0, 'accuracy/out_of_distribution': 0.5}
+    """
+    from hf_arith.evaluation.commands import parse_lengths
+    from hf_arith.evaluation.grid import evaluate_grid
+
+    grid = parse_lengths(lengths)
+    task, task_args = recipe.data.task, dict(recipe.data.task_args)
+
+    def evaluate(model, step):
+        result = evaluate_grid(model, tokenizer, task, **grid, samples=samples, seed=seed, batch_size=batch_size,
+                               num_recurrences=num_recurrences, progress=False, train_max_digits=_train_max(recipe),
+                               task_args=task_args)
+        return {f"accuracy/{part}": value["accuracy"] for part, value in result.summary().items()
+                if value["accuracy"] is not None}
+
+    return evaluate
+
+
+@register_evaluator("arith_loss")
+def arith_loss(recipe, tokenizer, lengths: str | None = None, samples: int = 256, batch_size: int = 256,
+               seed: int = 1234):
+    """Mean cross-entropy per answer token on a fixed held-out set: `samples` problems drawn like
+    the training data (or `samples` per cell of `lengths`, e.g. "1-20"), from the evaluation seed
+    namespace, so they never come from the training stream.
+
+    Example:
+        >>> arith_loss(recipe, tokenizer, samples=64)(model, step=10)
+        {'loss': 0.0213}
+    """
+    import random
+
+    from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
+    from hf_arith.tasks import get_task
+    from hf_arith.tasks.base import derive_seed
+
+    if tokenizer is None:
+        from hf_arith.tokenization import build_arith_tokenizer
+
+        tokenizer = build_arith_tokenizer()
+    task = get_task(recipe.data.task, **recipe.data.task_args)
+    if lengths is None:
+        rng = random.Random(derive_seed("eval", task.name, seed, "train-distribution"))
+        rows = [{"prompt": e.prompt, "answer": e.answer} for e in (task.sample(rng) for _ in range(samples))]
+    else:
+        from hf_arith.evaluation.commands import cells_of
+
+        rows = list(eval_set(task, cells_of(lengths), samples, seed))
+    collate = ArithmeticCollator(tokenizer)
+    rows.sort(key=lambda r: len(r["prompt"]) + len(r["answer"]))  # less padding
+
+    def evaluate(model, step):
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for i in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size]).items()}
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            loss = model(**batch, num_items_in_batch=tokens).loss
+            total, count = total + float(loss) * tokens, count + tokens
+        return {"loss": total / max(count, 1)}
+
+    return evaluate
+
+
+__all__ = ["EVALUATORS", "Evaluator", "arith_grid", "arith_loss", "build_evaluators", "register_evaluator"]

@@ -1,0 +1,624 @@
+"""Training recipes: YAML files validated into dataclasses.
+
+A recipe says everything a run needs: the model, the data, the optimizer and schedule, how often
+to save, log and evaluate. `load_recipe` reads the YAML, applies `key.sub=value` overrides
+(values parsed as YAML), checks every key and type, and returns a `Recipe`. Unknown keys are
+errors at every level (a typo must never silently fall back on a default). `save_recipe` writes
+the resolved recipe, which every run keeps next to its checkpoints and final model.
+
+Example:
+    >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml", ["train.lr=3e-4", "seed=1"])
+    >>> recipe.train.lr, recipe.model.arch, recipe.data.task
+    (0.0003, 'abacus', 'addition')
+    >>> save_recipe(recipe, "runs/x/recipe.yaml")
+    PosixPath('runs/x/recipe.yaml')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hf_arith.errors import RecipeError
+
+
+@dataclass
+class ModelSpec:
+    """What model to build.
+
+    Fields:
+        arch: `"abacus"` (`AbacusForCausalLM`), `"olmo"` (`ArithOlmoForCausalLM`) or `"llama"`
+            (transformers' `LlamaForCausalLM`, a plain baseline).
+        config: keyword arguments of the architecture's config class (`AbacusConfig`, ...), checked
+            against its signature. `vocab_size`, the pad/bos/eos ids and (Abacus) `digit_token_ids`
+            are filled in from the tokenizer unless given here.
+        attn_implementation: `"sdpa"`, `"eager"`, ... or null for the transformers default.
+
+    Example:
+        >>> ModelSpec("abacus", {"hidden_size": 64, "num_hidden_layers": 2, "num_recurrences": 2}).arch
+        'abacus'
+    """
+
+    arch: Literal["abacus", "olmo", "llama"] = "abacus"
+    config: dict = field(default_factory=dict)
+    attn_implementation: str | None = None
+
+
+@dataclass
+class DataSpec:
+    """Where training examples come from.
+
+    Fields:
+        kind: `"arithmetic"` (problems generated on the fly; example i is a pure function of the
+            seed and i) or `"text"` (prepared fixed-length instances, OLMo).
+        task: arithmetic task name: `addition`, `multiplication`, `sorting`.
+        task_args: keyword arguments of the task (e.g. `max_digits: 20`; sorting: `max_count`,
+            `max_digits`). The evaluation reads `max_digits` as the training region.
+        path: text: the folder written by `hf-arith data prepare` (instances + manifest).
+        tokenizer: text: tokenizer folder or Hub id. Arithmetic always uses the built-in
+            character tokenizer.
+        sequence_length: text: tokens per instance; also the tokens per example that
+            `train.batch_warmup` counts.
+        bucket_by_length: sort each process's share of a global batch by length before cutting
+            micro-batches, so that a micro-batch pads to similar lengths (less wasted compute).
+            It changes neither which examples form a step nor the loss.
+
+    Example:
+        >>> DataSpec(task="addition", task_args={"max_digits": 10}).kind
+        'arithmetic'
+    """
+
+    kind: Literal["arithmetic", "text"] = "arithmetic"
+    task: str = "addition"
+    task_args: dict = field(default_factory=dict)
+    path: str | None = None
+    tokenizer: str | None = None
+    sequence_length: int | None = None
+    bucket_by_length: bool = True
+
+
+@dataclass
+class BatchWarmupSpec:
+    """OLMo's batch-size warmup: the global batch starts at `start` examples and doubles every
+    `double_every_tokens` tokens (counted as examples × `data.sequence_length`) until it reaches
+    `train.global_batch_size`.
+
+    Example:
+        >>> BatchWarmupSpec(start=1024, double_every_tokens=50_000_000_000).start
+        1024
+    """
+
+    start: int
+    double_every_tokens: int
+
+
+@dataclass
+class ClipWarmupSpec:
+    """A different gradient-clipping limit for the first `steps` optimizer steps (OLMo 7B: 10.0
+    for 1000 steps, then `train.grad_clip`).
+
+    Example:
+        >>> ClipWarmupSpec(steps=1000, value=10.0).value
+        10.0
+    """
+
+    steps: int
+    value: float
+
+
+@dataclass
+class TrainSpec:
+    """The optimization loop. A "step" is one optimizer update; a global batch is the examples of
+    one step, over all processes and micro-batches.
+
+    Fields:
+        max_steps: optimizer steps of the run; schedules are functions of the step.
+        micro_batch_size: examples per forward/backward on one process (memory bound).
+        global_batch_size: examples per step (after any ramp or warmup). Independent of the number
+            of processes: each process takes a contiguous share and accumulates micro-batches.
+        batch_ramp: the paper's ramp: over the first `batch_ramp` fraction of `max_steps` the global
+            batch grows linearly from `micro_batch_size` to `global_batch_size` (rounded down to a
+            multiple of `micro_batch_size`). 0 = no ramp.
+        batch_warmup: OLMo's doubling warmup (`start`, `double_every_tokens`); exclusive with
+            `batch_ramp`.
+        lr: peak learning rate.
+        betas, eps, weight_decay: AdamW. Weight decay applies only to `nn.Linear` weights.
+        schedule: learning-rate multiplier after warmup: `constant`; `wcc` (the paper's
+            warmup-constant-cooldown: linear cooldown over the last `cooldown` steps);
+            `linear` or `cosine` decay to `final_lr_ratio` at `max_steps`.
+        warmup: warmup length: an int is steps, a float a fraction of `max_steps` (0.1 = 10%).
+        cooldown: `wcc` only; steps (int) or fraction (float), down to `final_lr_ratio`.
+        final_lr_ratio: multiplier the decay/cooldown ends at (OLMo: 0.1).
+        warmup_start_ratio: multiplier warmup starts from (OLMo: 0.1; the paper: 0).
+        grad_clip: clip the total gradient L2 norm to this; null or 0 = no clipping.
+        grad_clip_warmup: a different limit for the first steps (`steps`, `value`).
+        mixed_precision: `no`, `bf16` or `fp16` autocast (weights and optimizer stay fp32).
+        z_loss: coefficient of the z-loss `mean(logsumexp(logits)^2)` over label tokens (OLMo: 1e-4).
+        compile: `torch.compile` the model.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        save_every: write a resumable checkpoint every N steps (and at the end); 0 = never.
+        keep_last: checkpoints kept on disk (older ones are deleted).
+        log_every: log averaged metrics every N steps.
+        eval_every: run the `eval.evaluators` every N steps; 0 = never in the loop.
+        time_budget_minutes: stop early (with a warning, a checkpoint and the final save) once the
+            run's training time, summed over resumes, exceeds this. Schedules still count to
+            `max_steps`, so a stop before it skips the end of the schedule.
+        report_to: Accelerate trackers (`tensorboard`, `wandb`, ...); [] for none. `metrics.jsonl`
+            is always written.
+        progress_bar: tqdm progress bar on the main process.
+
+    Example:
+        >>> TrainSpec(max_steps=100, schedule="wcc", warmup=0.1, cooldown=0.1).schedule
+        'wcc'
+    """
+
+    max_steps: int = 1000
+    micro_batch_size: int = 64
+    global_batch_size: int = 64
+    batch_ramp: float = 0.0
+    batch_warmup: BatchWarmupSpec | None = None
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    schedule: Literal["constant", "wcc", "linear", "cosine"] = "constant"
+    warmup: int | float = 0
+    cooldown: int | float = 0
+    final_lr_ratio: float = 0.0
+    warmup_start_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_clip_warmup: ClipWarmupSpec | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    z_loss: float = 0.0
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    save_every: int = 0
+    keep_last: int = 3
+    log_every: int = 10
+    eval_every: int = 0
+    time_budget_minutes: float | None = None
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
+
+
+@dataclass
+class EvaluatorSpec:
+    """One in-loop evaluator: `name` from the evaluator registry
+    (`hf_arith.training.evaluators.EVALUATORS`) and its keyword `args`.
+
+    Example:
+        >>> EvaluatorSpec("arith_grid", {"lengths": "1-12", "samples": 10}).name
+        'arith_grid'
+    """
+
+    name: str
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalSpec:
+    """In-loop evaluation.
+
+    Fields:
+        evaluators: run every `train.eval_every` steps, each a `{name, args}` mapping.
+        at_end: also run them after the last step.
+
+    Example:
+        >>> EvalSpec([EvaluatorSpec("arith_grid")]).at_end
+        True
+    """
+
+    evaluators: list[EvaluatorSpec] = field(default_factory=list)
+    at_end: bool = True
+
+
+@dataclass
+class Recipe:
+    """A whole training run.
+
+    Fields:
+        seed: seeds model initialisation, the data (example i of an arithmetic run is a pure
+            function of seed and i) and every random draw in training.
+        output_dir: where checkpoints, logs, metrics and `final/` go; default `runs/<recipe name>`.
+        model, data, train, eval: see `ModelSpec`, `DataSpec`, `TrainSpec`, `EvalSpec`.
+
+    Example:
+        >>> Recipe(seed=1).train.max_steps
+        1000
+    """
+
+    seed: int = 0
+    output_dir: str | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
+            dict: "a mapping", type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value, tp, where: str):
+    """`value` checked against the annotation `tp` (and gently converted: an int where a float is
+    expected, a numeric string such as PyYAML's `1e-4`); `RecipeError` naming `where` otherwise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        # Exact type first, so that `warmup: 5` stays an int (steps) under `int | float`.
+        for option in options:
+            if option in (int, float, str, bool) and type(value) is option:
+                return value
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except RecipeError:
+                pass
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise RecipeError(f"{where}: {value!r} is not allowed; choose one of {_type_name(tp)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        items = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise RecipeError(f"{where}: expected a list of {len(items)} values, got {value!r}")
+        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
+    if tp is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp in (int, float):
+        number = value
+        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        if tp is int:
+            if float(number) != int(number):
+                raise RecipeError(f"{where}: expected an integer, got {value!r}")
+            return int(number)
+        return float(number)
+    raise TypeError(f"recipe field {where} has an unsupported annotation {tp!r}")  # a bug here, not the user's
+
+
+def _build(cls, raw, where: str):
+    """A `cls` dataclass from the mapping `raw`; every key must be a field of `cls`."""
+    if isinstance(raw, cls):
+        return raw
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping with keys {_allowed(cls)}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            path = f"{where}.{key}" if where else str(key)
+            raise RecipeError(f"unknown key {path!r}; allowed keys{' in ' + where if where else ''}: {_allowed(cls)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{path}: missing; {cls.__name__} needs {_allowed(cls)}")
+    return cls(**kwargs)
+
+
+def _allowed(cls) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"train.lr=3e-4"` -> `(["train", "lr"], 0.0003)`; the value is parsed as YAML.
+
+    Example:
+        >>> parse_override("train.betas=[0.9, 0.95]")
+        (['train', 'betas'], [0.9, 0.95])
+        >>> parse_override("model.config.input_injection=false")
+        (['model', 'config', 'input_injection'], False)
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"bad override {text!r}; write key.sub=value, e.g. train.lr=3e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"bad override {text!r}: the value is not valid YAML ({err.problem})") from None
+    # YAML 1.1 reads `3e-4` as a string; the field's type converts it later.
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Sets each `key.sub=value` of `overrides` in the nested mapping `raw` (in place), creating
+    mappings on the way. Whether the key exists is checked later, against the dataclasses.
+
+    Example:
+        >>> apply_overrides({"train": {"lr": 1e-4}}, ["train.lr=3e-4", "train.batch_warmup.start=8"])
+        {'train': {'lr': 0.0003, 'batch_warmup': {'start': 8}}}
+    """
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for i, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):
+                if node.get(key) is not None:
+                    raise RecipeError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a mapping")
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+    return raw
+
+
+def recipe_from_dict(raw: dict, name: str = "run") -> Recipe:
+    """A validated `Recipe` from a plain mapping (what the YAML holds). `name` gives the default
+    `output_dir` (`runs/<name>`).
+
+    Example:
+        >>> recipe_from_dict({"train": {"max_steps": 10}}, name="demo").output_dir
+        'runs/demo'
+    """
+    recipe = _build(Recipe, raw, "")
+    if recipe.output_dir is None:
+        recipe.output_dir = str(Path("runs") / name)
+    check_recipe(recipe)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides=()) -> Recipe:
+    """Reads a YAML recipe, applies `overrides` (`"key.sub=value"` strings, values parsed as YAML)
+    and validates it. Every problem is a `RecipeError` that names the key and what is allowed.
+
+    Example:
+        >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml", ["train.max_steps=50"])
+        >>> recipe.train.max_steps
+        50
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; recipes in this folder: {', '.join(sorted(p.name for p in path.parent.glob('*.yaml')))}" if (
+            path.parent.is_dir() and any(path.parent.glob("*.yaml"))) else ""
+        raise RecipeError(f"recipe file {str(path)!r} not found{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with keys {_allowed(Recipe)}")
+    apply_overrides(raw, overrides)
+    return recipe_from_dict(raw, name=path.stem)
+
+
+def _steps(value: int | float, max_steps: int) -> int:
+    """Steps from an int (steps) or a float (fraction of `max_steps`)."""
+    return int(value) if isinstance(value, int) else int(round(value * max_steps))
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Value checks that types alone cannot express; `RecipeError` naming the key.
+
+    Example:
+        >>> check_recipe(Recipe(train=TrainSpec(micro_batch_size=64, global_batch_size=32)))
+        Traceback (most recent call last):
+        hf_arith.errors.RecipeError: train.global_batch_size=32 is smaller than train.micro_batch_size=64; ...
+    """
+    t, d = recipe.train, recipe.data
+
+    def need(ok: bool, message: str):
+        if not ok:
+            raise RecipeError(message)
+
+    for name in ("max_steps", "micro_batch_size", "global_batch_size", "keep_last", "log_every"):
+        need(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)} must be at least 1")
+    for name in ("save_every", "eval_every"):
+        need(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be 0 (never) or positive")
+    need(t.global_batch_size >= t.micro_batch_size,
+         f"train.global_batch_size={t.global_batch_size} is smaller than train.micro_batch_size="
+         f"{t.micro_batch_size}; raise the global batch or lower the micro batch")
+    need(0.0 <= t.batch_ramp <= 1.0, f"train.batch_ramp={t.batch_ramp} must be a fraction in [0, 1]")
+    need(not (t.batch_ramp and t.batch_warmup),
+         "train.batch_ramp and train.batch_warmup both set; use one way of growing the batch")
+    if t.batch_warmup is not None:
+        w = t.batch_warmup
+        need(1 <= w.start <= t.global_batch_size,
+             f"train.batch_warmup.start={w.start} must be in [1, train.global_batch_size={t.global_batch_size}]")
+        need(w.double_every_tokens >= 1, "train.batch_warmup.double_every_tokens must be positive")
+        need(d.sequence_length is not None and d.sequence_length >= 1,
+             "train.batch_warmup counts tokens; set data.sequence_length (tokens per example)")
+    need(t.lr > 0, f"train.lr={t.lr} must be positive")
+    need(all(0.0 <= b < 1.0 for b in t.betas), f"train.betas={list(t.betas)} must each be in [0, 1)")
+    need(t.eps > 0 and t.weight_decay >= 0 and t.z_loss >= 0, "train.eps must be positive; weight_decay, z_loss >= 0")
+    for name in ("final_lr_ratio", "warmup_start_ratio"):
+        need(0.0 <= getattr(t, name) <= 1.0, f"train.{name}={getattr(t, name)} must be in [0, 1]")
+    for name in ("warmup", "cooldown"):
+        value = getattr(t, name)
+        need(value >= 0 and (isinstance(value, int) or value <= 1.0),
+             f"train.{name}={value!r}: give steps (an integer) or a fraction of max_steps in [0, 1]")
+    warmup, cooldown = _steps(t.warmup, t.max_steps), _steps(t.cooldown, t.max_steps)
+    need(t.schedule == "wcc" or not cooldown, f"train.cooldown is only used by schedule 'wcc', not {t.schedule!r}")
+    need(warmup + cooldown <= t.max_steps,
+         f"train.warmup ({warmup} steps) + train.cooldown ({cooldown} steps) exceed train.max_steps={t.max_steps}")
+    need(t.grad_clip is None or t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0/null: off)")
+    if t.grad_clip_warmup is not None:
+        need(t.grad_clip_warmup.steps >= 0 and t.grad_clip_warmup.value > 0,
+             "train.grad_clip_warmup needs steps >= 0 and value > 0")
+    need(t.time_budget_minutes is None or t.time_budget_minutes > 0, "train.time_budget_minutes must be positive")
+    if d.kind == "text":
+        need(bool(d.path), "data.kind=text needs data.path (the folder `hf-arith data prepare` wrote)")
+        need(bool(d.tokenizer), "data.kind=text needs data.tokenizer (a tokenizer folder or Hub id)")
+    need(recipe.seed >= 0, f"seed={recipe.seed} must be non-negative")
+    check_model_config(recipe.model)
+
+
+# Architecture -> (config class, model class), as "module:attribute"; imported only when used, so
+# a recipe for one architecture never needs the other's code.
+ARCHITECTURES = {
+    "abacus": ("hf_arith.modeling.configuration_abacus:AbacusConfig", "hf_arith.modeling.modeling_abacus:AbacusForCausalLM"),
+    "olmo": ("hf_arith.modeling.configuration_olmo:ArithOlmoConfig", "hf_arith.modeling.modeling_olmo:ArithOlmoForCausalLM"),
+    "llama": ("transformers:LlamaConfig", "transformers:LlamaForCausalLM"),
+}
+
+
+def import_object(spec: str):
+    """The object named by `"package.module:attribute"`.
+
+    Example:
+        >>> import_object("transformers:LlamaConfig").model_type
+        'llama'
+    """
+    import importlib
+
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def architecture_classes(arch: str):
+    """`(config_class, model_class)` for a `model.arch`; `RecipeError` when it is not installed.
+
+    Example:
+        >>> architecture_classes("llama")[1].__name__
+        'LlamaForCausalLM'
+    """
+    if arch not in ARCHITECTURES:
+        raise RecipeError(f"model.arch={arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+    try:
+        return tuple(import_object(spec) for spec in ARCHITECTURES[arch])
+    except (ImportError, AttributeError) as err:
+        raise RecipeError(f"model.arch={arch!r} is not available in this installation ({err}); "
+                          f"update hf-arith or pick another architecture") from None
+
+
+def config_keys(config_class) -> list[str]:
+    """The keyword arguments a config class accepts (its `__init__` signature).
+
+    Example:
+        >>> "hidden_size" in config_keys(architecture_classes("llama")[0])
+        True
+    """
+    skip = {"self", "args", "kwargs"}
+    return [name for name in inspect.signature(config_class.__init__).parameters if name not in skip]
+
+
+def check_model_config(model: ModelSpec) -> None:
+    """Every key of `model.config` must be an argument of the architecture's config class
+    (`PretrainedConfig` would otherwise keep a misspelt key as an inert attribute).
+
+    Example:
+        >>> check_model_config(ModelSpec("llama", {"hidden_sise": 64}))
+        Traceback (most recent call last):
+        hf_arith.errors.RecipeError: unknown key 'model.config.hidden_sise' for LlamaConfig; allowed: ...
+    """
+    config_class, _ = architecture_classes(model.arch)
+    allowed = config_keys(config_class)
+    for key in model.config:
+        if key not in allowed:
+            raise RecipeError(f"unknown key 'model.config.{key}' for {config_class.__name__}; allowed: {', '.join(allowed)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe as plain YAML-safe data (tuples become lists).
+
+    Example:
+        >>> recipe_to_dict(Recipe())["train"]["betas"]
+        [0.9, 0.98]
+    """
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(recipe))
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
+    """Writes the resolved recipe (defaults and overrides applied) as YAML; `load_recipe` reads
+    it back to an equal `Recipe`.
+
+    Example:
+        >>> save_recipe(load_recipe("recipes/abacus/addition_cpu.yaml"), "runs/x/recipe.yaml")
+        PosixPath('runs/x/recipe.yaml')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None))
+    return path
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "BatchWarmupSpec",
+    "ClipWarmupSpec",
+    "DataSpec",
+    "EvalSpec",
+    "EvaluatorSpec",
+    "ModelSpec",
+    "Recipe",
+    "TrainSpec",
+    "apply_overrides",
+    "architecture_classes",
+    "check_model_config",
+    "check_recipe",
+    "load_recipe",
+    "parse_override",
+    "recipe_from_dict",
+    "recipe_to_dict",
+    "save_recipe",
+]

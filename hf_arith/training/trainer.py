@@ -1,0 +1,488 @@
+"""The training loop shared by every architecture, on Accelerate.
+
+One optimizer step trains on the global batch `BatchSchedule.span(step)`: each process takes its
+contiguous share, sorts it by length, and accumulates gradients over micro-batches (`no_sync`
+until the last one). The loss of every micro-batch is a sum over label tokens divided by the
+label tokens of the whole global batch (`num_items_in_batch`, the transformers convention), and
+multiplied by the number of processes to undo DDP's gradient averaging, so the loss and the
+gradient are those of one big batch on any number of processes and any micro-batch size.
+
+Example:
+    >>> from hf_arith.training import load_recipe, train
+    >>> final = train(load_recipe("recipes/abacus/addition_cpu.yaml", ["train.max_steps=100"]))
+    >>> sorted(p.name for p in final.iterdir())[:3]
+    ['config.json', 'generation_config.json', 'model.safetensors']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_arith.errors import HfArithError, RecipeError
+
+from .checkpoints import TrainState, check_resumable, find_checkpoint, list_checkpoints, save_checkpoint
+from .evaluators import build_evaluators
+from .optim import BatchSchedule, build_optimizer, build_scheduler, clip_value, process_share
+from .recipe import ModelSpec, Recipe, architecture_classes, config_keys, recipe_to_dict, save_recipe
+from .sources import build_source, build_tokenizer, micro_batches
+
+logger = logging.getLogger("hf_arith.training")
+
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def build_model(spec: ModelSpec, tokenizer=None):
+    """A freshly initialised causal LM for `spec` (initialised from torch's global RNG: seed first).
+
+    `vocab_size`, `pad/bos/eos_token_id` and, where the config takes it, `digit_token_ids` come
+    from the tokenizer unless the recipe sets them. Config errors become `RecipeError`.
+
+    Example:
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> model = build_model(ModelSpec("abacus", {"hidden_size": 32, "num_attention_heads": 2,
+        ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_recurrences": 2}), build_arith_tokenizer())
+        >>> model.config.vocab_size, model.config.eos_token_id
+        (31, 3)
+    """
+    config_class, model_class = architecture_classes(spec.arch)
+    kwargs = dict(spec.config)
+    accepted = config_keys(config_class)
+    if tokenizer is not None:
+        vocab = len(tokenizer)
+        if kwargs.get("vocab_size", vocab) < vocab:
+            raise RecipeError(f"model.config.vocab_size={kwargs['vocab_size']} is smaller than the tokenizer's "
+                              f"{vocab} tokens; remove it (it is filled in from the tokenizer) or raise it")
+        kwargs.setdefault("vocab_size", vocab)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if getattr(tokenizer, name, None) is not None:
+                kwargs.setdefault(name, getattr(tokenizer, name))
+        if "digit_token_ids" in accepted and "digit_token_ids" not in kwargs:
+            vocab_map = tokenizer.get_vocab()
+            if all(d in vocab_map for d in "0123456789"):
+                kwargs["digit_token_ids"] = [vocab_map[d] for d in "0123456789"]
+    try:
+        config = config_class(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"model.config: {err}") from None
+    extra = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
+    model = model_class._from_config(config, **extra)
+    return model.train()
+
+
+# ---------------------------------------------------------------------------------------------
+# Accelerate plumbing
+
+
+def make_accelerator(recipe: Recipe):
+    """The run's `Accelerator`. Accumulation is done by the loop (the number of micro-batches
+    changes with the batch ramp), and the scheduler steps once per optimizer step on any number
+    of processes (`step_scheduler_with_optimizer=False`).
+
+    Example:
+        >>> make_accelerator(Recipe()).mixed_precision
+        'no'
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    t = recipe.train
+    state = AcceleratorState._shared_state
+    # A second run in one single-process Python session (tests, notebooks) may change the mixed
+    # precision, which Accelerate's process-wide state otherwise refuses.
+    if state.get("_mixed_precision") not in (None, t.mixed_precision) and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    try:
+        return Accelerator(
+            mixed_precision=t.mixed_precision,
+            log_with=list(t.report_to) or None,
+            project_dir=str(recipe.output_dir),
+            step_scheduler_with_optimizer=False,
+        )
+    except (ValueError, ImportError) as err:
+        raise RecipeError(f"train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to}: {err}") from None
+
+
+@contextlib.contextmanager
+def preserved_rng(device: torch.device):
+    """Restores the Python, NumPy and torch (CPU and this CUDA device) random states on exit, so that
+    evaluation inside the loop cannot change training.
+
+    Example:
+        >>> with preserved_rng(torch.device("cpu")):
+        ...     _ = torch.rand(3)
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+
+
+def _flat_config(recipe: Recipe) -> dict:
+    """The recipe as flat scalars, the form trackers (TensorBoard hparams) accept."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}/")
+            else:
+                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk(recipe_to_dict(recipe), "")
+    return flat
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+
+
+def _z_loss(logits: torch.Tensor, labels: torch.Tensor, num_items) -> torch.Tensor:
+    """Sum over label tokens of logsumexp(logits)^2, divided by the global label count (OLMo)."""
+    z = torch.logsumexp(logits[:, :-1].float(), dim=-1)
+    mask = labels[:, 1:].to(z.device) != IGNORE_INDEX
+    return (z.pow(2) * mask).sum() / num_items
+
+
+def train_step(accelerator, model, forward, batches: list[dict], recipe: Recipe) -> dict:
+    """Forward and backward over this process's micro-batches of one global batch; gradients are
+    left in `.grad`, synchronised across processes. Returns the global `loss`, and the global
+    counts of `label_tokens`, `tokens` (non-padding) and `padded_tokens`.
+
+    Example:
+        >>> stats = train_step(accelerator, model, model, [collate(rows)], recipe)
+        >>> sorted(stats)
+        ['label_tokens', 'loss', 'padded_tokens', 'tokens']
+    """
+    device = accelerator.device
+    local = torch.tensor(
+        [sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches),
+         sum(int(b["attention_mask"].sum()) for b in batches),
+         sum(b["input_ids"].numel() for b in batches)],
+        dtype=torch.float64, device=device,
+    )
+    label_tokens, tokens, padded = accelerator.reduce(local, reduction="sum").tolist()
+    # The label count of the whole global batch, on every process, normalises every micro-batch.
+    num_items = torch.tensor(max(label_tokens, 1.0), device=device)
+    z_coef = recipe.train.z_loss
+    loss_sum = torch.zeros((), device=device)
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        last = i == len(batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            out = forward(**batch, num_items_in_batch=num_items)
+            loss = out.loss
+            if z_coef:
+                loss = loss + z_coef * _z_loss(out.logits, batch["labels"], num_items)
+            # DDP averages gradients over processes; the loss is already a global-batch mean.
+            accelerator.backward(loss * accelerator.num_processes)
+        loss_sum += loss.detach().float()
+    loss_total = accelerator.reduce(loss_sum, reduction="sum")
+    return {"loss": float(loss_total), "label_tokens": label_tokens, "tokens": tokens, "padded_tokens": padded}
+
+
+def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
+    """Runs each `(name, evaluator)` on the main process (eval mode, no grad, RNG preserved) and
+    returns `{"eval/<name>/<metric>": value}` (empty on other processes).
+
+    Example:
+        >>> run_evaluators(accelerator, model, [("zero", lambda m, s: {"v": 0.0})], step=10)
+        {'eval/zero/v': 0.0}
+    """
+    metrics = {}
+    if accelerator.is_main_process and evaluators:
+        unwrapped = accelerator.unwrap_model(model)
+        was_training = unwrapped.training
+        unwrapped.eval()
+        try:
+            with preserved_rng(accelerator.device), torch.no_grad(), accelerator.autocast():
+                for name, evaluate in evaluators:
+                    for key, value in evaluate(unwrapped, step).items():
+                        metrics[f"eval/{name}/{key}"] = float(value)
+        finally:
+            unwrapped.train(was_training)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) -> Path:
+    """`output_dir/final`: `save_pretrained` (safetensors) of the unwrapped model, the tokenizer,
+    a greedy `GenerationConfig` with the tokenizer's special ids, and `recipe.yaml`. Written to a
+    temporary folder first, then renamed.
+
+    Example:
+        >>> save_final(accelerator, model, tokenizer, recipe, Path("runs/x")).name
+        'final'
+    """
+    from transformers import GenerationConfig
+
+    final, tmp = output_dir / "final", output_dir / ".final.tmp"
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        config = unwrapped.config
+        generation = {
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "do_sample": False,
+        }
+        # Greedy decoding stops at EOS; without a length cap of its own, `generate` would stop at
+        # transformers' default of 20 tokens, too short for long arithmetic.
+        if getattr(config, "max_position_embeddings", None):
+            generation["max_length"] = int(config.max_position_embeddings)
+        unwrapped.generation_config = GenerationConfig(**{k: v for k, v in generation.items() if v is not None})
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        save_recipe(recipe, tmp / "recipe.yaml")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a `metrics.jsonl`.
+
+    Example:
+        >>> [r["step"] for r in read_metrics("runs/x/metrics.jsonl")][:2]
+        [10, 20]
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops records after `step`: a resumed run rewrites what the interrupted one logged after its
+    last checkpoint."""
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) != len(records):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
+    """A PNG of the training loss (log scale) and learning rate against the step, from `metrics.jsonl`.
+
+    Example:
+        >>> plot_loss("runs/x/metrics.jsonl", "runs/x/loss.png")
+        PosixPath('runs/x/loss.png')
+    """
+    records = [r for r in read_metrics(metrics_path) if "loss" in r]
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [r["loss"] for r in records], color="tab:blue", label="train loss")
+    if all(r["loss"] > 0 for r in records):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    lr_ax = ax.twinx()
+    lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", alpha=0.5, label="lr")
+    lr_ax.set_ylabel("learning rate")
+    ax.set_title(Path(metrics_path).parent.name)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
+    """Trains the recipe's model and returns `output_dir/final` (a `from_pretrained` folder).
+
+    `resume`: `"latest"` or a checkpoint folder; restores model, optimizer, scheduler, RNG states
+    and the step, so the run continues exactly as if it had not stopped. Also writes
+    `output_dir/{recipe.yaml, metrics.jsonl, loss.png, checkpoints/, tensorboard/}`.
+
+    Example:
+        >>> final = train(load_recipe("recipes/abacus/addition_cpu.yaml"), resume="latest")
+    """
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    t = recipe.train
+    out = Path(recipe.output_dir)
+    accelerator = make_accelerator(recipe)
+    main = accelerator.is_main_process
+    checkpoint = find_checkpoint(out, resume)
+    if checkpoint is None and list_checkpoints(out):
+        raise HfArithError(f"{out} already holds checkpoints of a run; pass --resume latest to continue it, "
+                           f"or choose another --output-dir")
+
+    set_seed(recipe.seed)
+    tokenizer = build_tokenizer(recipe.data)
+    source = build_source(recipe.data, recipe.seed, tokenizer)
+    model = build_model(recipe.model, tokenizer)
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(accelerator.device)  # before the optimizer, which picks its kernel by device
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # Only the training forward is compiled; evaluation and generation call the plain module.
+    forward = torch.compile(model) if t.compile else model
+    evaluators = build_evaluators(recipe, tokenizer)
+    schedule = BatchSchedule.from_spec(t, recipe.data.sequence_length)
+    if schedule.size(0) < accelerator.num_processes:
+        raise RecipeError(f"the first global batch ({schedule.size(0)} examples) is smaller than the "
+                          f"{accelerator.num_processes} processes; raise train.micro_batch_size / batch_warmup.start")
+
+    state = TrainState()
+    if checkpoint is not None:
+        check_resumable(checkpoint, recipe)
+        accelerator.load_state(str(checkpoint))
+        state = TrainState.from_file(checkpoint / "trainer_state.json")
+        logger.info(f"resumed from {checkpoint} at step {state.step}")
+    metrics_path = out / "metrics.jsonl"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, out / "recipe.yaml")
+        _truncate_metrics(metrics_path, state.step)
+    if t.report_to:
+        accelerator.init_trackers("tensorboard", config=_flat_config(recipe))
+
+    def log(record: dict):
+        if main:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    bar = tqdm(total=t.max_steps, initial=state.step, disable=not (main and t.progress_bar), desc="train",
+               dynamic_ncols=True)
+    window = {"loss": 0.0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
+    last_saved = last_evaluated = state.step if checkpoint is not None else -1
+    budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
+    model.train()
+    while state.step < t.max_steps:
+        started = time.perf_counter()
+        step = state.step
+        start, stop = schedule.span(step)
+        lo, hi = process_share(start, stop, accelerator.process_index, accelerator.num_processes)
+        rows = micro_batches(source.examples(lo, hi), t.micro_batch_size,
+                             source.length if recipe.data.bucket_by_length else None)
+        stats = train_step(accelerator, model, forward, [source.collate(r) for r in rows], recipe)
+
+        limit = clip_value(step, t)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), limit if limit else math.inf)
+        grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+        lr = scheduler.get_last_lr()[0]
+        if t.mixed_precision == "fp16":
+            # The gradient scaler skips non-finite steps itself and must see them to lower its scale.
+            optimizer.step()
+            skipped = accelerator.optimizer_step_was_skipped
+        elif math.isfinite(stats["loss"]) and math.isfinite(grad_norm):
+            optimizer.step()
+            skipped = False
+        else:
+            skipped = True
+        if skipped:
+            state.skipped_steps += 1
+            logger.warning(f"step {step}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
+                           f"update skipped ({state.skipped_steps} so far)")
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state.step += 1
+        state.examples += stop - start
+        state.tokens += int(stats["tokens"])
+        elapsed = time.perf_counter() - started
+        state.elapsed_s += elapsed
+        window["steps"] += 1
+        window["examples"] += stop - start
+        window["tokens"] += stats["tokens"]
+        window["padded"] += stats["padded_tokens"]
+        window["time"] += elapsed
+        if math.isfinite(stats["loss"]):
+            window["loss"] += stats["loss"]
+        bar.update(1)
+
+        done = state.step == t.max_steps
+        out_of_time = budget_s is not None and _any_process(accelerator, state.elapsed_s > budget_s)
+        if state.step % t.log_every == 0 or done or out_of_time:
+            record = {
+                "step": state.step,
+                "loss": window["loss"] / max(window["steps"], 1),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "batch_size": stop - start,
+                "examples_per_s": window["examples"] / max(window["time"], 1e-9),
+                "tokens_per_s": window["tokens"] / max(window["time"], 1e-9),
+                "padding": 1.0 - window["tokens"] / max(window["padded"], 1),
+                "examples": state.examples,
+                "skipped_steps": state.skipped_steps,
+                "elapsed_s": round(state.elapsed_s, 3),
+            }
+            log(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", ex_s=f"{record['examples_per_s']:.0f}")
+            if not t.progress_bar:
+                logger.info(f"step {state.step}/{t.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
+                            f"grad_norm {grad_norm:.3f} {record['examples_per_s']:.0f} examples/s")
+            window = dict.fromkeys(window, 0)
+
+        if t.save_every and (state.step % t.save_every == 0 or done or out_of_time):
+            save_checkpoint(accelerator, out, state, recipe, t.keep_last)
+            last_saved = state.step
+        if t.eval_every and state.step % t.eval_every == 0 and evaluators:
+            log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
+            last_evaluated = state.step
+        if out_of_time and not done:
+            logger.warning(f"time budget of {t.time_budget_minutes} min reached at step {state.step}/{t.max_steps}; "
+                           f"stopping early (the learning-rate schedule assumed {t.max_steps} steps)")
+            break
+    bar.close()
+
+    if recipe.eval.at_end and evaluators and last_evaluated != state.step:
+        log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
+    if t.save_every and last_saved != state.step:
+        save_checkpoint(accelerator, out, state, recipe, t.keep_last)
+    final = save_final(accelerator, model, tokenizer, recipe, out)
+    if main:
+        plot_loss(metrics_path, out / "loss.png")
+    accelerator.end_training()
+    return final
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """True when `flag` is true on any process (clocks differ; all must stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
+
+
+__all__ = ["build_model", "make_accelerator", "plot_loss", "read_metrics", "run_evaluators", "save_final", "train",
+           "train_step"]

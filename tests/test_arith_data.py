@@ -1,0 +1,168 @@
+"""Training stream, evaluation sets, collation and bucketing."""
+
+import random
+import re
+from collections import Counter
+from itertools import islice
+
+import pytest
+import torch
+from datasets.distributed import split_dataset_by_node
+
+from hf_arith.data.arithmetic import (
+    IGNORE_INDEX,
+    ArithmeticCollator,
+    bucketed_batches,
+    eval_set,
+    load_eval_set,
+    save_eval_set,
+    train_stream,
+)
+from hf_arith.tasks import AdditionTask, Example
+from hf_arith.tokenization import build_arith_tokenizer
+
+
+@pytest.fixture(scope="module")
+def collate():
+    return ArithmeticCollator(build_arith_tokenizer())
+
+
+def check_binary_row(row: dict) -> None:
+    """The row's answer and lengths, recomputed with Python ints from the prompt."""
+    a, op, b = re.fullmatch(r"([0-9]+)([+x])([0-9]+)=", row["prompt"]).groups()
+    value = int(a[::-1]) + int(b[::-1]) if op == "+" else int(a[::-1]) * int(b[::-1])
+    assert row["answer"] == str(value)[::-1]
+    assert (row["len_a"], row["len_b"]) == (len(a), len(b))
+
+
+def take(dataset, n: int) -> list[dict]:
+    return list(islice(iter(dataset), n))
+
+
+# --- training stream -------------------------------------------------------------------------
+
+def test_stream_rows_are_right_and_deterministic_per_seed():
+    rows = take(train_stream("addition", seed=0), 300)
+    assert set(rows[0]) == {"prompt", "answer", "len_a", "len_b"}
+    for row in rows:
+        check_binary_row(row)
+    assert take(train_stream("addition", seed=0), 300) == rows
+    assert take(train_stream("addition", seed=1), 300) != rows
+    for row in take(train_stream("multiplication", seed=0, task_args={"max_digits": 4}), 200):
+        check_binary_row(row)
+        assert max(row["len_a"], row["len_b"]) <= 4
+
+
+def test_typed_stream_has_the_same_rows():
+    typed = train_stream("sorting", seed=3, typed=True)
+    assert list(typed.features) == ["prompt", "answer", "len_a", "len_b"]
+    assert take(typed, 50) == take(train_stream("sorting", seed=3), 50)
+
+
+def test_two_ranks_read_disjoint_shards():
+    # Long operands: two independent streams practically never repeat a problem, so any shared
+    # prompt would mean shared shards.
+    task = AdditionTask(min_digits=15, max_digits=20)
+    full = train_stream(task, seed=0, num_shards=8)
+    ranks = [split_dataset_by_node(full, rank=r, world_size=2) for r in range(2)]
+    assert [r.num_shards for r in ranks] == [4, 4]
+    prompts = [[row["prompt"] for row in take(r, 400)] for r in ranks]
+    assert not set(prompts[0]) & set(prompts[1])
+    assert prompts[0] == [row["prompt"] for row in take(full, 400)]  # rank 0 starts at shard 0
+    # Deterministic per rank, too.
+    assert [row["prompt"] for row in take(split_dataset_by_node(full, rank=1, world_size=2), 400)] == prompts[1]
+
+
+# --- evaluation sets -------------------------------------------------------------------------
+
+def test_eval_set_has_exactly_samples_per_cell():
+    cells = [(1, 1), (3, 7), (25, 2)]
+    ds = eval_set("addition", cells, samples=12, seed=0)
+    assert ds.column_names == ["prompt", "answer", "len_a", "len_b"] and len(ds) == 36
+    assert Counter(zip(ds["len_a"], ds["len_b"])) == {cell: 12 for cell in cells}
+    for row in ds:
+        check_binary_row(row)
+
+
+def test_eval_set_is_seeded_cellwise_and_apart_from_training():
+    both = eval_set("multiplication", [(2, 2), (9, 9)], samples=20, seed=5)
+    alone = eval_set("multiplication", [(9, 9)], samples=20, seed=5)
+    assert list(both["prompt"][20:]) == list(alone["prompt"])  # a cell does not depend on the others
+    assert list(eval_set("multiplication", [(9, 9)], 20, seed=6)["prompt"]) != list(alone["prompt"])
+    # Same integer seed as a training stream, no shared problems (9x9 cells have ~10^16 of them).
+    train = {row["prompt"] for row in take(train_stream("multiplication", seed=5, num_shards=1), 5000)}
+    assert not train & set(alone["prompt"])
+    assert eval_set("addition", (4, 4), samples=3, seed=0)["len_a"] == [4, 4, 4]  # one cell as a pair
+
+
+def test_sorting_eval_cells_are_count_and_longest_number():
+    ds = eval_set("sorting", [(3, 1), (10, 10)], samples=30, seed=0)
+    for row in ds:
+        items = row["prompt"][:-1].split(",")
+        assert (row["len_a"], row["len_b"]) == (len(items), max(len(i.split(":")[1]) for i in items))
+
+
+@pytest.mark.parametrize("name", ["set.jsonl", "set.parquet", "set_folder"])
+def test_eval_set_save_and_load(tmp_path, name):
+    ds = eval_set("sorting", [(2, 3), (4, 1)], samples=5, seed=1)
+    loaded = load_eval_set(save_eval_set(ds, tmp_path / name))
+    assert loaded.to_list() == ds.to_list() and loaded.features == ds.features
+
+
+# --- collation -------------------------------------------------------------------------------
+
+def test_collator_masks_prompt_and_padding(collate):
+    batch = collate([{"prompt": "1+1=", "answer": "2"}, Example("21+3=", "51", (2, 1))])
+    p, e = -100, 3  # ignore index, EOS id
+    assert batch["input_ids"].tolist() == [[5, 14, 5, 18, 6, e, 0, 0], [6, 5, 14, 7, 18, 9, 5, e]]
+    assert batch["attention_mask"].tolist() == [[1] * 6 + [0, 0], [1] * 8]
+    assert batch["labels"].tolist() == [[p, p, p, p, 6, e, p, p], [p, p, p, p, p, 9, 5, e]]
+    assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_collator_on_stream_rows_against_the_tokenizer(collate):
+    tok = build_arith_tokenizer()
+    rows = take(train_stream("sorting", seed=0), 64) + take(train_stream("addition", seed=0), 64)
+    batch = collate(rows)
+    for k, row in enumerate(rows):
+        n_prompt, n_answer = len(row["prompt"]), len(row["answer"]) + 1
+        expected = tok(row["prompt"] + row["answer"])["input_ids"] + [tok.eos_token_id]
+        assert batch["input_ids"][k, : n_prompt + n_answer].tolist() == expected
+        labels = batch["labels"][k]
+        assert (labels[:n_prompt] == IGNORE_INDEX).all() and (labels[n_prompt + n_answer:] == IGNORE_INDEX).all()
+        assert labels[n_prompt: n_prompt + n_answer].tolist() == expected[n_prompt:]
+        assert batch["attention_mask"][k].sum() == n_prompt + n_answer
+
+
+def test_collator_pad_multiple_and_unknown_characters():
+    collate = ArithmeticCollator(build_arith_tokenizer(), pad_to_multiple_of=8)
+    assert collate([{"prompt": "1+1=", "answer": "2"}])["input_ids"].shape == (1, 8)
+    with pytest.raises(ValueError, match="'\\?'"):
+        collate([{"prompt": "1?1=", "answer": "2"}])
+
+
+# --- bucketing -------------------------------------------------------------------------------
+
+def test_bucketing_keeps_every_row_once_and_is_deterministic():
+    rows = take(train_stream("addition", seed=0), 1000)
+    batches = list(bucketed_batches(rows, batch_size=32, pool_batches=8, rng=random.Random(0)))
+    assert sorted(len(b) for b in batches) == [8] + [32] * 31  # 1000 = 31 * 32 + 8
+    assert Counter(r["prompt"] for b in batches for r in b) == Counter(r["prompt"] for r in rows)
+    again = list(bucketed_batches(rows, batch_size=32, pool_batches=8, rng=0))
+    assert again == batches
+    assert list(bucketed_batches(rows, 32, 8, rng=1)) != batches
+    assert all(len(b) == 32 for b in bucketed_batches(rows, 32, 8, rng=0, drop_last=True))
+
+
+def test_bucketing_cuts_padding(collate):
+    rows = take(train_stream("addition", seed=0), 4096)
+
+    def padding(batches):
+        return sum(int((collate(b)["attention_mask"] == 0).sum()) for b in batches)
+
+    plain = [rows[k:k + 64] for k in range(0, len(rows), 64)]
+    bucketed = list(bucketed_batches(rows, batch_size=64, pool_batches=32, rng=0))
+    assert padding(bucketed) < 0.25 * padding(plain)
+    # Batch order is shuffled, not sorted by length.
+    widths = [collate(b)["input_ids"].shape[1] for b in bucketed[:32]]
+    assert widths != sorted(widths)
