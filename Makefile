@@ -4,7 +4,7 @@ PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
 RUN_DIR ?= runs/addition_cpu
 
-.PHONY: setup quickstart test test-fast bench
+.PHONY: setup quickstart olmo test test-fast bench
 
 setup:
 	$(PYTHON) -m pip install -q $(TORCH_PIN)
@@ -14,6 +14,13 @@ quickstart: setup
 	hf-arith train recipes/abacus/addition_cpu.yaml --output-dir $(RUN_DIR)
 	hf-arith eval $(RUN_DIR)/final --task addition --lengths 1-30 --samples 20 --out $(RUN_DIR)/eval
 	hf-arith generate $(RUN_DIR)/final "123+4567"
+
+olmo: setup
+	hf-arith tokenizer train builtin --vocab-size 4096 --out data/olmo/tokenizer-4k
+	hf-arith data prepare recipes/olmo/tiny_cpu.yaml
+	hf-arith train recipes/olmo/tiny_cpu.yaml
+	hf-arith data inspect runs/olmo_tiny_cpu --batch 0 | head -20
+	hf-arith convert runs/olmo_tiny_cpu/final runs/olmo_tiny_native --to native
 
 test: setup
 	$(PYTHON) -m pytest -q

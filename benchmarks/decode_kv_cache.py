@@ -62,8 +62,7 @@ def quickstart_config() -> tuple[dict, str]:
         import yaml
 
         model = (yaml.safe_load(QUICKSTART_RECIPE.read_text()) or {}).get("model") or {}
-        # A recipe may carry non-config keys (e.g. an architecture name); keep config fields only.
-        fields = {k: v for k, v in model.items() if k in MODEL_FIELDS}
+        fields = {k: v for k, v in (model.get("config") or {}).items() if k in MODEL_FIELDS}
         if fields:
             return fields, f"from {QUICKSTART_RECIPE.relative_to(QUICKSTART_RECIPE.parents[2])}"
     return CONFIGS["quickstart"], "fallback (recipe not found)"

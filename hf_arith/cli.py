@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from hf_arith.errors import HfArithError
@@ -112,7 +113,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{eval-set}")
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{eval-set,prepare,inspect}")
     eval_set = sub.add_parser("eval-set", help="materialise an evaluation set (what `hf-arith eval` draws)")
     eval_set.add_argument("--task", default="addition")
     eval_set.add_argument("--lengths", default="1-40")
@@ -120,13 +121,98 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     eval_set.add_argument("--seed", type=int)
     eval_set.add_argument("--out", default="eval_set", help=".jsonl, .parquet, or a folder")
     eval_set.add_argument("--push-to-hub", metavar="USER/NAME")
+    prepare = sub.add_parser("prepare", help="run a text recipe's data pipeline: instance files and a manifest")
+    prepare.add_argument("recipe", help="recipe with data.kind: text and data.prepare, e.g. recipes/olmo/tiny_cpu.yaml")
+    prepare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a recipe key (repeatable), e.g. --set data.prepare.num_proc=2")
+    inspect = sub.add_parser("inspect", help="the instances (and their text) of one global batch of a text run")
+    inspect.add_argument("run_dir", help="a run's output folder (it holds recipe.yaml and data_order.npy)")
+    inspect.add_argument("--batch", type=int, required=True, help="global batch (optimizer step), from 0")
+    inspect.add_argument("--json", action="store_true", help="one JSON object per instance instead of text")
 
 
 def run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare":
+        return run_data_prepare(args)
+    if args.data_command == "inspect":
+        return run_data_inspect(args)
     from hf_arith.evaluation.commands import run_data_eval_set
 
     kwargs = {"seed": args.seed} if args.seed is not None else {}
     run_data_eval_set(args.task, args.lengths, args.samples, out=args.out, push_to_hub=args.push_to_hub, **kwargs)
+    return 0
+
+
+def run_data_prepare(args: argparse.Namespace) -> int:
+    from hf_arith.data.text import prepare
+    from hf_arith.training import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    manifest = prepare(recipe.data)
+    train = manifest["train"]
+    print(f"wrote {recipe.data.path}: {train['instances']} instances of {manifest['sequence_length']} tokens "
+          f"({manifest['dtype']}, {train['documents']} documents, {train['dropped_tokens']} tokens dropped)")
+    for name, held in manifest["heldout"].items():
+        print(f"held-out {name}: {held['instances']} instances, {held['decontamination']['dropped']} documents "
+              f"dropped by decontamination")
+    return 0
+
+
+def run_data_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from hf_arith.data.text import inspect_batch
+
+    batch = inspect_batch(args.run_dir, args.batch)
+    try:
+        if args.json:
+            for example in batch["examples"]:
+                print(json.dumps({"batch": batch["batch"], **example}, ensure_ascii=False))
+            return 0
+        print(f"global batch {batch['batch']} of {args.run_dir}: examples {batch['start']}..{batch['stop'] - 1} "
+              f"({batch['stop'] - batch['start']} instances of {batch['data_path']})")
+        for example in batch["examples"]:
+            print(f"\n=== example {example['example']}: instance {example['instance']} (epoch {example['epoch']}) ===")
+            print(example["text"])
+    except BrokenPipeError:  # `| head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+
+
+def add_tokenizer(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="tokenizer_command", required=True, metavar="{train}")
+    train = sub.add_parser("train", help="train a byte-level BPE tokenizer (EOS <|endoftext|>, pad <|padding|>)")
+    train.add_argument("corpus", nargs="+", help="text/jsonl/parquet files or globs, or builtin (the embedded corpus)")
+    train.add_argument("--vocab-size", type=int, required=True, help="tokens in the vocabulary, specials included")
+    train.add_argument("--out", required=True, help="folder to save it to (loads with AutoTokenizer.from_pretrained)")
+    train.add_argument("--min-frequency", type=int, default=2, help="merges seen fewer times are not learned")
+    train.add_argument("--text-field", default="text", help="the text key of jsonl/parquet records")
+
+
+def run_tokenizer(args: argparse.Namespace) -> int:
+    from hf_arith.tokenization import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(args.corpus, args.vocab_size, args.out, args.min_frequency, args.text_field)
+    print(f"saved {args.out}: {len(tokenizer)} tokens, eos {tokenizer.eos_token!r} = {tokenizer.eos_token_id}, "
+          f"pad {tokenizer.pad_token!r} = {tokenizer.pad_token_id}")
+    return 0
+
+
+def add_convert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="an OLMo checkpoint folder: hf-arith, transformers-native or allenai/OLMo")
+    parser.add_argument("dst", help="a new folder for the converted checkpoint")
+    parser.add_argument("--to", required=True, choices=["ours", "native", "original"],
+                        help="ours: hf-arith (trust_remote_code); native: transformers' olmo; original: allenai/OLMo")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from hf_arith.convert import convert
+
+    print(f"wrote {convert(args.src, args.dst, to=args.to)}")
     return 0
 
 
@@ -136,6 +222,9 @@ COMMANDS = {
     "eval": ("exact-match accuracy over a grid of operand lengths", add_eval, run_eval),
     "generate": ("answer problems with a trained model", add_generate, run_generate),
     "data": ("build datasets", add_data, run_data),
+    "convert": ("convert an OLMo checkpoint between the hf-arith, transformers and allenai/OLMo layouts",
+                add_convert, run_convert),
+    "tokenizer": ("train a tokenizer", add_tokenizer, run_tokenizer),
 }
 
 
@@ -163,11 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is logged (not the stream of the first
+    `main()` call), so that `main()` called in a notebook or under pytest capture keeps working."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def _show_progress_messages() -> None:
     """hf_arith's INFO messages (step logs, resume notices) on stderr; other libraries keep theirs."""
     package_logger = logging.getLogger("hf_arith")
     if not package_logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
         package_logger.addHandler(handler)
         package_logger.setLevel(logging.INFO)

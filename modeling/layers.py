@@ -3,7 +3,8 @@
 This file travels to the Hub next to the model files, so it imports only torch and transformers.
 Both configs use the same field names for what these layers read: `hidden_size`,
 `num_attention_heads`, `intermediate_size`, `hidden_act`, `clip_qkv`, `rope_theta`,
-`attention_positions`.
+`attention_positions`, and for the Abacus embedding `abacus_num_positions`, `abacus_max_k`,
+`abacus_offset_mode`, `abacus_eval_offset`.
 """
 
 import torch
@@ -80,6 +81,53 @@ def apply_rotary_pos_emb(q, k, cos, sin):
     q_embed = q.float() * cos + rotate_half(q.float()) * sin
     k_embed = k.float() * cos + rotate_half(k.float()) * sin
     return q_embed.to(q.dtype), k_embed.to(k.dtype)
+
+
+def compute_abacus_positions(input_ids: torch.LongTensor, digit_token_ids: list[int]) -> torch.LongTensor:
+    """The Abacus position of every token: its 1-based index in its run of consecutive digits, 0 for
+    non-digits.
+
+    Example:
+        >>> ids = torch.tensor([[5, 6, 14, 7, 8, 9, 18]])  # "12+345=" in the hf-arith vocabulary
+        >>> compute_abacus_positions(ids, list(range(4, 14))).tolist()
+        [[1, 2, 0, 1, 2, 3, 0]]
+    """
+    is_digit = torch.isin(input_ids, torch.tensor(digit_token_ids, device=input_ids.device))
+    digits_so_far = is_digit.long().cumsum(-1)
+    # Count of digits up to the last non-digit token: where the current run started.
+    run_start = torch.where(is_digit, 0, digits_so_far).cummax(-1).values
+    return (digits_so_far - run_start) * is_digit
+
+
+class AbacusEmbedding(nn.Module):
+    """A learned row per Abacus position; training shifts digit positions by a random offset k so
+    that rows beyond the training lengths are trained too."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.abacus_num_positions, config.hidden_size)
+
+    def offset(self, positions: torch.LongTensor) -> torch.LongTensor:
+        config = self.config
+        if self.training:
+            rows = positions.shape[0] if config.abacus_offset_mode == "per_example" else 1
+            k = torch.randint(0, config.abacus_max_k + 1, (rows, 1)).to(positions.device)
+        else:
+            k = config.abacus_eval_offset
+        return torch.where(positions > 0, positions + k, 0)
+
+    def forward(self, positions: torch.LongTensor) -> torch.Tensor:
+        rows = self.offset(positions)
+        if rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
+            longest = int(positions.max())
+            raise ValueError(
+                f"a number of {longest} digits needs Abacus row {int(rows.max())}, but the table has "
+                f"{self.config.abacus_num_positions} rows (offset up to {self.config.abacus_max_k} in training, "
+                f"{self.config.abacus_eval_offset} at inference); use shorter operands, or train a model with a "
+                f"larger `abacus_num_positions`"
+            )
+        return self.embedding(rows)
 
 
 class FireBias(nn.Module):
@@ -235,11 +283,23 @@ def shifted_cross_entropy(logits, labels, num_items_in_batch=None) -> torch.Tens
     micro-batch's tokens, so gradient accumulation and data parallelism give the same gradient as
     one big batch (the transformers convention).
     """
-    logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    labels = labels[:, 1:].reshape(-1).to(logits.device)
+    # Shifting the labels (the last position gets -100) instead of slicing the logits spares a copy
+    # of the largest activation, forward and backward.
+    labels = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1).to(logits.device)
+    logits = logits.float().reshape(-1, logits.shape[-1])
     if num_items_in_batch is None:
         return F.cross_entropy(logits, labels, ignore_index=-100)
     loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
+
+
+def map_base_model_for_auto(config, base_model_class) -> None:
+    """Adds `AutoModel` -> `base_model_class` to `config.auto_map`.
+
+    `save_pretrained` writes `auto_map` only for the class being saved, so a saved causal LM
+    would otherwise not load with `AutoModel` (its base model, returning hidden states).
+    """
+    module = base_model_class.__module__.rsplit(".", 1)[-1]
+    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": f"{module}.{base_model_class.__name__}"}

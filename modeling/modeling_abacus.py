@@ -10,61 +10,17 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .configuration_abacus import AbacusConfig
 from .layers import (
+    AbacusEmbedding,
     DecoderLayer,
     FireBias,
     RotaryEmbedding,
     causal_mask,
+    compute_abacus_positions,
     ensure_cache_slots,
+    map_base_model_for_auto,
     padding_free_position_ids,
     shifted_cross_entropy,
 )
-
-
-def compute_abacus_positions(input_ids: torch.LongTensor, digit_token_ids: list[int]) -> torch.LongTensor:
-    """The Abacus position of every token: its 1-based index in its run of consecutive digits, 0 for
-    non-digits.
-
-    Example:
-        >>> ids = torch.tensor([[5, 6, 14, 7, 8, 9, 18]])  # "12+345=" in the hf-arith vocabulary
-        >>> compute_abacus_positions(ids, list(range(4, 14))).tolist()
-        [[1, 2, 0, 1, 2, 3, 0]]
-    """
-    is_digit = torch.isin(input_ids, torch.tensor(digit_token_ids, device=input_ids.device))
-    digits_so_far = is_digit.long().cumsum(-1)
-    # Count of digits up to the last non-digit token: where the current run started.
-    run_start = torch.where(is_digit, 0, digits_so_far).cummax(-1).values
-    return (digits_so_far - run_start) * is_digit
-
-
-class AbacusEmbedding(nn.Module):
-    """A learned row per Abacus position; training shifts digit positions by a random offset k so
-    that rows beyond the training lengths are trained too."""
-
-    def __init__(self, config: AbacusConfig):
-        super().__init__()
-        self.config = config
-        self.embedding = nn.Embedding(config.abacus_num_positions, config.hidden_size)
-
-    def offset(self, positions: torch.LongTensor) -> torch.LongTensor:
-        config = self.config
-        if self.training:
-            rows = positions.shape[0] if config.abacus_offset_mode == "per_example" else 1
-            k = torch.randint(0, config.abacus_max_k + 1, (rows, 1)).to(positions.device)
-        else:
-            k = config.abacus_eval_offset
-        return torch.where(positions > 0, positions + k, 0)
-
-    def forward(self, positions: torch.LongTensor) -> torch.Tensor:
-        rows = self.offset(positions)
-        if rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
-            longest = int(positions.max())
-            raise ValueError(
-                f"a number of {longest} digits needs Abacus row {int(rows.max())}, but the table has "
-                f"{self.config.abacus_num_positions} rows (offset up to {self.config.abacus_max_k} in training, "
-                f"{self.config.abacus_eval_offset} at inference); use shorter operands, or train a model with a "
-                f"larger `abacus_num_positions`"
-            )
-        return self.embedding(rows)
 
 
 class AbacusPreTrainedModel(PreTrainedModel):
@@ -228,6 +184,10 @@ class AbacusForCausalLM(AbacusPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self):
         return self.lm_head
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        map_base_model_for_auto(self.config, AbacusModel)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def set_output_embeddings(self, value):
         self.lm_head = value

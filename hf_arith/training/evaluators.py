@@ -151,4 +151,65 @@ def arith_loss(recipe, tokenizer, lengths: str | None = None, samples: int = 256
     return evaluate
 
 
-__all__ = ["EVALUATORS", "Evaluator", "arith_grid", "arith_loss", "build_evaluators", "register_evaluator"]
+@register_evaluator("perplexity")
+def perplexity(recipe, tokenizer, sets: list[str] | None = None, max_instances: int | None = None,
+               batch_size: int = 8, data_path: str | None = None):
+    """OLMo's in-loop perplexity: per held-out set of the prepared text data (`data.path`, or
+    `data_path`; all sets or `sets`), `<set>/cross_entropy` (mean next-token NLL, nats),
+    `<set>/perplexity`, and `<set>/decontaminated` (held-out documents dropped for sharing an
+    n-gram with the training data). `max_instances` caps the instances per set.
+
+    Example:
+        >>> perplexity(recipe, tokenizer, max_instances=64)(model, step=100)
+        {'pydoc/cross_entropy': 4.1, 'pydoc/perplexity': 60.3, 'pydoc/decontaminated': 2.0}
+    """
+    from hf_arith.data.text import heldout_instances
+    from hf_arith.evaluation.perplexity import evaluate_perplexity
+
+    path = data_path or recipe.data.path
+    if not path:
+        raise RecipeError("the perplexity evaluator needs prepared text data: set data.path or its data_path argument")
+    held = {name: (instances, entry) for name, (instances, entry) in heldout_instances(path, tokenizer, sets).items()
+            if len(instances)}
+    if not held:
+        raise RecipeError(f"{path} has no held-out instances; give a source heldout_fraction or data.prepare.heldout")
+
+    def evaluate(model, step):
+        metrics = {}
+        for name, (instances, entry) in held.items():
+            result = evaluate_perplexity(model, instances, batch_size, max_instances)
+            metrics[f"{name}/cross_entropy"] = result["cross_entropy"]
+            metrics[f"{name}/perplexity"] = result["perplexity"]
+            metrics[f"{name}/decontaminated"] = entry["decontamination"]["dropped"]
+        return metrics
+
+    return evaluate
+
+
+@register_evaluator("multiple_choice")
+def multiple_choice(recipe, tokenizer, tasks: list[str] | None = None, batch_size: int = 32):
+    """Zero-shot multiple-choice tasks scored by continuation log-likelihood
+    (`hf_arith.evaluation.multiple_choice`): `<task>/acc` and `<task>/acc_norm` (per-character
+    normalised) for each JSONL task file or `builtin:<name>` in `tasks` (default: the built-in
+    `builtin:python_docs`).
+
+    Example:
+        >>> multiple_choice(recipe, tokenizer)(model, step=100)
+        {'python_docs/acc': 0.32, 'python_docs/acc_norm': 0.36}
+    """
+    from hf_arith.evaluation.multiple_choice import evaluate_multiple_choice, load_task, task_name
+
+    loaded = {task_name(t): load_task(t) for t in (tasks or ["builtin:python_docs"])}
+
+    def evaluate(model, step):
+        metrics = {}
+        for name, examples in loaded.items():
+            result = evaluate_multiple_choice(model, tokenizer, examples, batch_size)
+            metrics[f"{name}/acc"], metrics[f"{name}/acc_norm"] = result["acc"], result["acc_norm"]
+        return metrics
+
+    return evaluate
+
+
+__all__ = ["EVALUATORS", "Evaluator", "arith_grid", "arith_loss", "build_evaluators", "multiple_choice", "perplexity",
+           "register_evaluator"]

@@ -167,9 +167,9 @@ def build_tokenizer(data: DataSpec):
 def build_source(data: DataSpec, seed: int, tokenizer) -> Source:
     """The training source a recipe's `data` section describes.
 
-    `kind: text` is the seam for the OLMo data pipeline: `hf_arith.data.text` must provide
-    `instance_source(path, seed, sequence_length) -> InstanceSource` (opening the memmap and the
-    run's saved order, checking them against the manifest).
+    `kind: text` is the seam for the OLMo data pipeline: `hf_arith.data.text` provides
+    `instance_source(path, seed, sequence_length, tokenizer) -> InstanceSource` (opening the memmap
+    in the run's global order, checking it and the tokenizer against the manifest).
 
     Example:
         >>> build_source(DataSpec(task="addition", task_args={"max_digits": 3}), 0, None).task.max_digits
@@ -185,7 +185,7 @@ def build_source(data: DataSpec, seed: int, tokenizer) -> Source:
     except ImportError as err:
         raise RecipeError(f"data.kind=text needs the text data pipeline (hf_arith.data.text), "
                           f"which this installation lacks ({err})") from None
-    return instance_source(data.path, seed=seed, sequence_length=data.sequence_length)
+    return instance_source(data.path, seed=seed, sequence_length=data.sequence_length, tokenizer=tokenizer)
 
 
 def micro_batches(examples: list[dict], size: int, length=None) -> list[list[dict]]:

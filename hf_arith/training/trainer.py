@@ -373,6 +373,11 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
         _truncate_metrics(metrics_path, state.step)
+    if hasattr(source, "save_order"):  # text data: the run keeps its data order (`hf-arith data inspect`)
+        source.save_order(out, schedule.offset(t.max_steps), write=main)
+    # HF_ARITH_TRACE_DATA=DIR: each process appends the examples it trains at each step to
+    # DIR/rank<r>.jsonl, to check the data order across world sizes and resumes.
+    trace_dir = os.environ.get("HF_ARITH_TRACE_DATA")
     if t.report_to:
         accelerator.init_trackers("tensorboard", config=_flat_config(recipe))
 
@@ -393,8 +398,10 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         step = state.step
         start, stop = schedule.span(step)
         lo, hi = process_share(start, stop, accelerator.process_index, accelerator.num_processes)
-        rows = micro_batches(source.examples(lo, hi), t.micro_batch_size,
-                             source.length if recipe.data.bucket_by_length else None)
+        examples = source.examples(lo, hi)
+        if trace_dir:
+            _trace(trace_dir, accelerator.process_index, step, lo, hi, examples)
+        rows = micro_batches(examples, t.micro_batch_size, source.length if recipe.data.bucket_by_length else None)
         stats = train_step(accelerator, model, forward, [source.collate(r) for r in rows], recipe)
 
         limit = clip_value(step, t)
@@ -475,6 +482,14 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         plot_loss(metrics_path, out / "loss.png")
     accelerator.end_training()
     return final
+
+
+def _trace(trace_dir: str, rank: int, step: int, start: int, stop: int, examples: list[dict]) -> None:
+    """One line of the data trace: the step, this process's example range and instance indices."""
+    Path(trace_dir).mkdir(parents=True, exist_ok=True)
+    record = {"step": step, "start": start, "stop": stop, "instances": [e.get("index") for e in examples]}
+    with open(Path(trace_dir) / f"rank{rank}.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _any_process(accelerator, flag: bool) -> bool:

@@ -1,0 +1,718 @@
+"""OLMo's text data: documents -> cleaned, mixed, tokenized, packed instances -> a run's global order.
+
+`prepare(data)` runs a recipe's `data.prepare` (see `PrepareSpec`) with `datasets`:
+
+1. read each source (local `.txt`/`.md`, `.jsonl`/`.json`(`.gz`), `.parquet` files, the built-in
+   corpus, or a Hub dataset);
+2. the stages of `hf_arith.data.stages` in Dolma's order: language filter, quality filter, PII
+   masking, exact deduplication across sources, held-out split, mixing;
+3. decontaminate the held-out sets against the training documents (word n-grams);
+4. tokenize in parallel (`datasets.map(num_proc=...)`), EOS after every document, no BOS;
+5. concatenate and cut into `sequence_length`-token instances, remainder dropped, written as flat
+   token files (`uint16` when the vocabulary fits, else `uint32`): `train.bin`,
+   `heldout/<name>.bin`;
+6. `manifest.json`: sources and per-stage counts, tokenizer fingerprint, dtype, sequence length,
+   instance counts; and a copy of the tokenizer in `tokenizer/`.
+
+The folder is built under a temporary name and renamed when complete.
+
+Training reads it through `instance_source` (called by `hf_arith.training.sources.build_source`):
+example i of a run is instance `order[i]`, where `order` (`GlobalOrder`) concatenates the
+permutations `numpy.random.Generator(numpy.random.PCG64(seed + epoch)).permutation(instances)`.
+Global batch b is `order[span(b)]` (`BatchSchedule.span`; `perm[b*B:(b+1)*B]` without batch
+warmup) on any number of processes. The trainer saves the order with the run
+(`data_order.npy`, `data_order.json`), and `inspect_batch` reads it back.
+
+Example:
+    >>> from hf_arith.training import load_recipe
+    >>> manifest = prepare(load_recipe("recipes/olmo/tiny_cpu.yaml").data)
+    >>> manifest["train"]["instances"], manifest["dtype"]
+    (4490, 'uint16')
+    >>> source = instance_source("data/olmo/tiny_cpu", seed=0)
+    >>> source.examples(0, 2)[0]["index"], GlobalOrder(4490, seed=0)[0]
+    (3776, 3776)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hf_arith.errors import HfArithError
+from hf_arith.training.sources import InstanceSource
+
+from . import corpus
+
+logger = logging.getLogger("hf_arith.data")
+
+MANIFEST = "manifest.json"
+TRAIN_FILE = "train.bin"
+HELDOUT_DIR = "heldout"
+TOKENIZER_DIR = "tokenizer"
+ORDER_FILE = "data_order.npy"
+ORDER_INFO = "data_order.json"
+FORMAT = "hf-arith-text/1"
+
+_TEXT_SUFFIXES = (".txt", ".md")
+_JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+_PARQUET_SUFFIXES = (".parquet",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading documents
+
+
+def read_documents(spec, cache_dir: str | os.PathLike | None = None):
+    """The documents a `DocumentsSpec` (or `TextSourceSpec`) names, as a `datasets.Dataset` with
+    one column, `text`. Local files are read in sorted order; a missing file, an unknown suffix or
+    a missing text field is an `HfArithError` saying what to fix.
+
+    Example:
+        >>> from hf_arith.training.recipe import DocumentsSpec
+        >>> len(read_documents(DocumentsSpec("pydoc", paths=["builtin:pydoc"])))
+        79
+    """
+    import datasets
+
+    if spec.hub:
+        try:
+            docs = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.split)
+        except Exception as err:  # offline, unknown id, gated...: all the same to the user
+            raise HfArithError(f"{spec.name}: the Hub dataset {spec.hub!r} could not be loaded ({err}); "
+                               f"check the id and the network, or download it and list its files under paths") from None
+        return _text_column(docs, spec, spec.hub)
+    parts = []
+    for pattern in spec.paths:
+        if corpus.is_builtin(pattern):
+            try:
+                rows = corpus.builtin_documents(pattern)
+            except ValueError as err:
+                raise HfArithError(f"{spec.name}: {err}") from None
+            parts.append(datasets.Dataset.from_dict({"text": [r["text"] for r in rows]}))
+            continue
+        files = sorted(glob.glob(os.path.expanduser(pattern), recursive=True)) if glob.has_magic(pattern) else [pattern]
+        files = [f for f in files if not Path(f).is_dir()]
+        if not files or not all(Path(f).is_file() for f in files):
+            raise HfArithError(f"{spec.name}: no file matches {pattern!r}; give existing files, a glob, or builtin")
+        parts.append(_read_files(files, spec, cache_dir))
+    if len(parts) == 1:
+        return parts[0]
+    return datasets.concatenate_datasets(parts)
+
+
+def _read_files(files: list[str], spec, cache_dir):
+    import datasets
+
+    kinds = {_file_kind(f) for f in files}
+    if len(kinds) > 1:
+        return datasets.concatenate_datasets([_read_files([f], spec, cache_dir) for f in files])
+    (kind,) = kinds
+    if kind == "text":
+        return datasets.Dataset.from_dict({"text": [Path(f).read_text(encoding="utf-8") for f in files]})
+    try:
+        docs = datasets.load_dataset(kind, data_files=files, split="train",
+                                     cache_dir=str(cache_dir) if cache_dir else None)
+    except Exception as err:  # malformed JSON, unreadable parquet, ...
+        raise HfArithError(f"{spec.name}: could not read {files[0] if len(files) == 1 else f'{len(files)} files'} "
+                           f"as {kind} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                           f"fix the file or its suffix") from None
+    return _text_column(docs, spec, files[0])
+
+
+def _file_kind(path: str) -> str:
+    name = path.lower()
+    if name.endswith(_TEXT_SUFFIXES):
+        return "text"
+    if name.endswith(_JSON_SUFFIXES):
+        return "json"
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    raise HfArithError(f"{path}: unknown document file type; use .txt/.md (one document per file), "
+                       f".jsonl/.json[.gz] or .parquet (one document per record)")
+
+
+def _text_column(docs, spec, where: str):
+    if spec.text_field not in docs.column_names:
+        raise HfArithError(f"{spec.name}: {where} has no field {spec.text_field!r} (fields: "
+                           f"{', '.join(docs.column_names)}); set text_field")
+    docs = docs.select_columns([spec.text_field])
+    if spec.text_field != "text":
+        docs = docs.rename_column(spec.text_field, "text")
+    return docs.filter(lambda texts: [bool(t) for t in texts], input_columns="text", batched=True)
+
+
+def iter_texts(paths: Sequence[str], text_field: str = "text", batch_size: int = 1000):
+    """Batches of document texts from corpus paths (files, globs, `builtin...`), for tokenizer
+    training.
+
+    Example:
+        >>> sum(len(batch) for batch in iter_texts(["builtin:pydoc"]))
+        79
+    """
+    from hf_arith.training.recipe import DocumentsSpec
+
+    docs = read_documents(DocumentsSpec("corpus", paths=list(paths), text_field=text_field))
+    for start in range(0, len(docs), batch_size):
+        yield docs[start:start + batch_size]["text"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """`uint16` when every token id fits (vocabulary up to 65536), else `uint32`.
+
+    Example:
+        >>> token_dtype(50304), token_dtype(100278)
+        (dtype('uint16'), dtype('uint32'))
+    """
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 of what fixes the token ids: the model (vocabulary, merges) and the added tokens of
+    the tokenizer's `tokenizer.json`, or its vocabulary for a tokenizer without one.
+
+    Example:
+        >>> tokenizer_fingerprint(AutoTokenizer.from_pretrained("data/olmo/tokenizer-4k"))[:12]
+        'd756d08aeb58'
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        key = {"model": state.get("model"), "added": [(t["id"], t["content"]) for t in state.get("added_tokens", [])]}
+    else:
+        key = {"vocab": sorted(tokenizer.get_vocab().items())}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _encode_batch(batch, tokenizer, eos_id):
+    ids = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+    return {"input_ids": [x + [eos_id] for x in ids]}
+
+
+def tokenize(docs, tokenizer, num_proc: int = 1):
+    """`docs` (column `text`) as a dataset with one column, `input_ids`: each document's tokens,
+    without special tokens, followed by EOS (OLMo: no BOS). Runs in `num_proc` processes.
+
+    Example:
+        >>> ids = tokenize(datasets.Dataset.from_dict({"text": ["hi"]}), tokenizer)[0]["input_ids"]
+        >>> ids[-1] == tokenizer.eos_token_id
+        True
+    """
+    if tokenizer.eos_token_id is None:
+        raise HfArithError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token, which separates documents; "
+                           f"use one trained by `hf-arith tokenizer train` or set its eos_token")
+    procs = num_proc if num_proc > 1 and len(docs) >= num_proc else None
+    # In one process the Rust tokenizer already encodes a batch on every core; forked workers must
+    # not use its thread pool (tokenizers would warn and disable it), so it is off while they run.
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    if procs:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        return docs.map(_encode_batch, batched=True, num_proc=procs, remove_columns=docs.column_names,
+                        fn_kwargs={"tokenizer": tokenizer, "eos_id": int(tokenizer.eos_token_id)}, desc="tokenize")
+    finally:
+        if saved is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
+
+
+def pack(tokenized, path: str | os.PathLike, sequence_length: int, dtype) -> dict:
+    """Concatenates the `input_ids` of `tokenized` in order and writes whole instances of
+    `sequence_length` tokens to the flat file `path` (dtype `dtype`); the last partial instance
+    is dropped. Returns `{"instances", "tokens", "dropped_tokens", "documents"}`.
+
+    Example:
+        >>> pack(datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]]}), "t.bin", 2, np.uint16)
+        {'instances': 2, 'tokens': 4, 'dropped_tokens': 1, 'documents': 2}
+    """
+    import pyarrow.compute as pc
+
+    dtype = np.dtype(dtype)
+    limit = np.iinfo(dtype).max
+    total = 0
+    with open(path, "wb") as f:
+        for table in tokenized.with_format("arrow").iter(batch_size=10_000):
+            values = pc.list_flatten(table["input_ids"]).to_numpy()
+            if values.size and int(values.max()) > limit:
+                raise HfArithError(f"token id {int(values.max())} does not fit {dtype.name}; the tokenizer and the "
+                                   f"data type disagree (a bug: token_dtype picks the type from the vocabulary)")
+            f.write(values.astype(dtype, copy=False).tobytes())
+            total += values.size
+    instances = total // sequence_length
+    kept = instances * sequence_length
+    os.truncate(path, kept * dtype.itemsize)
+    return {"instances": instances, "tokens": kept, "dropped_tokens": total - kept, "documents": len(tokenized)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def prepare(data, tokenizer=None) -> dict:
+    """Runs `data.prepare` (a `DataSpec` of kind text) and writes `data.path`; returns the manifest.
+
+    `tokenizer` defaults to `AutoTokenizer.from_pretrained(data.tokenizer)`. An existing folder
+    with a manifest is replaced; any other non-empty folder is refused.
+
+    Example:
+        >>> manifest = prepare(load_recipe("recipes/olmo/tiny_cpu.yaml").data)
+        >>> sorted(manifest["heldout"])
+        ['docstrings', 'pydoc']
+    """
+    from hf_arith.training.sources import build_tokenizer
+
+    from . import stages
+
+    spec = data.prepare
+    if data.kind != "text" or spec is None:
+        raise HfArithError("`hf-arith data prepare` needs data.kind: text and a data.prepare section "
+                           "(see recipes/olmo/tiny_cpu.yaml)")
+    out = Path(data.path)
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise HfArithError(f"{out} exists, is not empty and holds no {MANIFEST}; "
+                           f"choose another data.path or empty it")
+    if tokenizer is None:
+        tokenizer = build_tokenizer(data)
+    dtype, L, started = token_dtype(len(tokenizer)), int(data.sequence_length), time.perf_counter()
+    with _building(out) as tmp:
+        train_docs, heldout, reports, heldout_reports = collect_documents(spec, cache_dir=tmp / ".cache")
+        index = stages.ngram_index(train_docs["text"], spec.decontamination_ngram) if heldout else set()
+        train = pack(tokenize(train_docs, tokenizer, spec.num_proc), tmp / TRAIN_FILE, L, dtype) | {"file": TRAIN_FILE}
+        if train["instances"] == 0:
+            raise HfArithError(f"the training documents make {train['dropped_tokens']} tokens, less than one instance "
+                               f"of data.sequence_length={L}; add documents or lower the sequence length")
+        for name, docs in heldout.items():
+            report, file = heldout_reports[name], f"{HELDOUT_DIR}/{name}.bin"
+            docs, report["decontamination"] = stages.decontaminate(docs, index, spec.decontamination_ngram)
+            report.update(pack(tokenize(docs, tokenizer, spec.num_proc), tmp / file, L, dtype), file=file)
+            if report["instances"] == 0:
+                logger.warning(f"held-out set {name!r} has no whole instance of {L} tokens; the perplexity "
+                               f"evaluator will skip it")
+        tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+        manifest = {
+            "format": FORMAT,
+            "sequence_length": L,
+            "dtype": dtype.name,
+            "tokenizer": {"source": str(data.tokenizer), "sha256": tokenizer_fingerprint(tokenizer),
+                          "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
+                          "pad_token_id": tokenizer.pad_token_id, "copy": TOKENIZER_DIR},
+            "train": train,
+            "sources": reports,
+            "heldout": heldout_reports,
+            "prepare": _plain(spec),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    logger.info(f"wrote {out}: {train['instances']} instances of {L} tokens ({dtype.name}) from "
+                f"{train['documents']} documents; held out: " +
+                (", ".join(f"{n} {r['instances']}" for n, r in heldout_reports.items()) or "none"))
+    return manifest
+
+
+def collect_documents(spec, cache_dir=None) -> tuple:
+    """The documents a `PrepareSpec` selects, before tokenization: each source read, cleaned
+    (language, quality, PII), deduplicated across sources, split into training and held-out
+    documents and mixed by weight; then the extra held-out sets, cleaned the same way.
+
+    Returns `(training documents, {held-out name: documents}, per-source counts, per-held-out-set
+    counts)`; the training documents are shuffled (seeded) so that the copies of an up-sampled
+    document and the sources spread over the instances.
+
+    Example:
+        >>> train, heldout, reports, _ = collect_documents(load_recipe("recipes/olmo/tiny_cpu.yaml").data.prepare)
+        >>> len(train), {name: len(docs) for name, docs in heldout.items()}
+        (399, {'pydoc': 12, 'docstrings': 10})
+    """
+    import datasets
+
+    from . import stages
+
+    def clean(docs, report):
+        for name, stage_spec, stage in (("language", spec.language, stages.filter_language),
+                                        ("quality", spec.quality, stages.filter_quality),
+                                        ("pii", spec.pii, stages.mask_pii)):
+            if stage_spec is not None:
+                docs, report[name] = stage(docs, stage_spec, spec.num_proc)
+        return docs
+
+    reports, cleaned = {}, []
+    for source in spec.sources:
+        docs = read_documents(source, cache_dir)
+        reports[source.name] = _describe_source(source) | {"documents": len(docs)}
+        cleaned.append(clean(docs, reports[source.name]))
+        logger.info(f"{source.name}: {len(docs)} documents read, {len(cleaned[-1])} after filters")
+    if spec.dedup:
+        cleaned, dedup_counts = stages.deduplicate(cleaned, spec.num_proc)
+        for source, counts in zip(spec.sources, dedup_counts):
+            reports[source.name]["dedup"] = counts
+
+    train_parts, heldout = [], {}
+    for source, docs in zip(spec.sources, cleaned):
+        report = reports[source.name]
+        if source.heldout_fraction > 0:
+            docs, heldout[source.name] = stages.split_heldout(docs, source.heldout_fraction, spec.seed)
+            report["heldout"] = {"fraction": source.heldout_fraction, "documents": len(heldout[source.name])}
+        mixed, report["mixing"] = stages.mix(docs, source.weight, spec.seed)
+        train_parts.append(mixed)
+    heldout_reports = {name: {"source": name} for name in heldout}
+    for extra in spec.heldout:
+        docs = read_documents(extra, cache_dir)
+        heldout_reports[extra.name] = _describe_source(extra) | {"documents": len(docs)}
+        heldout[extra.name] = clean(docs, heldout_reports[extra.name])
+
+    train = datasets.concatenate_datasets(train_parts) if len(train_parts) > 1 else train_parts[0]
+    if len(train) == 0:
+        raise HfArithError("no training document is left after the filters; loosen data.prepare's stages "
+                           "or check the sources")
+    train = train.select(np.random.Generator(np.random.PCG64(spec.seed)).permutation(len(train)))
+    return train, heldout, reports, heldout_reports
+
+
+@contextlib.contextmanager
+def _building(out: Path):
+    """A temporary folder next to `out` that replaces `out` when the block completes, and is
+    removed when it fails: a half-written dataset is never readable."""
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / HELDOUT_DIR).mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _describe_source(spec) -> dict:
+    described = {"hub": spec.hub, "split": spec.split} if spec.hub else {"paths": list(spec.paths)}
+    builtin = [p for p in spec.paths if corpus.is_builtin(p)]
+    if builtin:
+        described["corpus"] = "; ".join(corpus.describe(p) for p in builtin)
+    return described
+
+
+def _plain(spec) -> dict:
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading prepared data
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a prepared folder; `HfArithError` saying how to make one when it is missing.
+
+    Example:
+        >>> read_manifest("data/olmo/tiny_cpu")["sequence_length"]
+        128
+    """
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise HfArithError(f"{path} holds no prepared text data ({MANIFEST} missing); "
+                           f"run `hf-arith data prepare RECIPE.yaml` first")
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != FORMAT:
+        raise HfArithError(f"{file} has format {manifest.get('format')!r}, not {FORMAT!r}; prepare the data again")
+    return manifest
+
+
+def check_tokenizer(manifest: dict, tokenizer, path) -> None:
+    """Refuses a tokenizer that is not the one the data was made with, or whose vocabulary does not
+    fit the token files' dtype.
+
+    Example:
+        >>> check_tokenizer(read_manifest("data/x"), AutoTokenizer.from_pretrained("gpt2"), "data/x")
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: data/x was tokenized with another tokenizer ...
+    """
+    dtype = np.dtype(manifest["dtype"])
+    if len(tokenizer) > np.iinfo(dtype).max + 1:
+        raise HfArithError(f"data.tokenizer has {len(tokenizer)} tokens but {path} stores {dtype.name} token ids "
+                           f"(at most {np.iinfo(dtype).max + 1}); use the tokenizer the data was made with "
+                           f"({manifest['tokenizer']['source']}) or prepare the data again")
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if fingerprint != manifest["tokenizer"]["sha256"]:
+        raise HfArithError(f"{path} was tokenized with another tokenizer ({manifest['tokenizer']['source']}, sha256 "
+                           f"{manifest['tokenizer']['sha256'][:12]}) than data.tokenizer ({fingerprint[:12]}); "
+                           f"set data.tokenizer to {Path(path) / manifest['tokenizer']['copy']} "
+                           f"or prepare the data again")
+
+
+def open_instances(path: str | os.PathLike, entry: dict, manifest: dict) -> np.memmap:
+    """The `(instances, sequence_length)` read-only memmap of one token file of a manifest (`entry`
+    is `manifest["train"]` or `manifest["heldout"][name]`), after checking its size.
+
+    Example:
+        >>> manifest = read_manifest("data/olmo/tiny_cpu")
+        >>> open_instances("data/olmo/tiny_cpu", manifest["train"], manifest).shape
+        (4490, 128)
+    """
+    file = Path(path) / entry["file"]
+    dtype, L = np.dtype(manifest["dtype"]), int(manifest["sequence_length"])
+    if not file.is_file():
+        raise HfArithError(f"{file} is missing; prepare the data again (`hf-arith data prepare`)")
+    size, row = file.stat().st_size, L * dtype.itemsize
+    if size % row:
+        raise HfArithError(f"{file} is truncated or corrupt: {size} bytes is not a whole number of instances of "
+                           f"{L} {dtype.name} tokens ({row} bytes); prepare the data again")
+    if size // row != entry["instances"]:
+        raise HfArithError(f"{file} holds {size // row} instances but {MANIFEST} says {entry['instances']}; "
+                           f"the file is truncated or from another run of prepare; prepare the data again")
+    if entry["instances"] == 0:
+        return np.zeros((0, L), dtype=dtype)
+    return np.memmap(file, dtype=dtype, mode="r", shape=(entry["instances"], L))
+
+
+def heldout_instances(path: str | os.PathLike, tokenizer=None, names: Sequence[str] | None = None) -> dict:
+    """`{name: (memmap, manifest entry)}` of the held-out sets of a prepared folder (all of them,
+    or `names`), checked against `tokenizer` when given.
+
+    Example:
+        >>> {n: a.shape for n, (a, _) in heldout_instances("data/olmo/tiny_cpu").items()}
+        {'pydoc': (31, 128), 'docstrings': (61, 128)}
+    """
+    manifest = read_manifest(path)
+    if tokenizer is not None:
+        check_tokenizer(manifest, tokenizer, path)
+    available = manifest["heldout"]
+    unknown = sorted(set(names or ()) - set(available))
+    if unknown:
+        raise HfArithError(f"held-out set(s) {unknown} are not in {path}; it has {sorted(available) or 'none'}")
+    return {name: (open_instances(path, available[name], manifest), available[name]) for name in (names or available)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The global order
+
+
+class GlobalOrder:
+    """Example index -> instance index for a run: epoch e is
+    `numpy.random.Generator(numpy.random.PCG64(seed + e)).permutation(num_instances)`, and epochs
+    are concatenated, so example i is instance `perm_{i // n}[i % n]`. It covers `epochs` epochs.
+
+    Example:
+        >>> order = GlobalOrder(5, seed=3, epochs=2)
+        >>> order[:5].tolist() == np.random.Generator(np.random.PCG64(3)).permutation(5).tolist()
+        True
+        >>> len(order), sorted(order[5:10].tolist())
+        (10, [0, 1, 2, 3, 4])
+    """
+
+    def __init__(self, num_instances: int, seed: int, epochs: int = 1):
+        if num_instances < 1:
+            raise HfArithError("the data holds no instance; prepare more data")
+        self.num_instances, self.seed, self.epochs = int(num_instances), int(seed), int(epochs)
+        self._recent: dict[int, np.ndarray] = {}  # the last two epochs used (a batch spans at most two)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The instance permutation of `epoch`."""
+        if epoch not in self._recent:
+            if len(self._recent) >= 2:
+                self._recent.pop(next(iter(self._recent)))
+            rng = np.random.Generator(np.random.PCG64(self.seed + epoch))
+            self._recent[epoch] = rng.permutation(self.num_instances)
+        return self._recent[epoch]
+
+    def __len__(self) -> int:
+        return self.num_instances * self.epochs
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise ValueError("GlobalOrder slices take no step")
+            return self.take(start, stop)
+        if not 0 <= key < len(self):
+            raise IndexError(f"example {key} is outside the order's {len(self)} examples")
+        epoch, i = divmod(int(key), self.num_instances)
+        return int(self.permutation(epoch)[i])
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        """Instance indices of examples `start..stop-1` (int64).
+
+        Example:
+            >>> GlobalOrder(4, seed=0, epochs=2).take(2, 6).shape
+            (4,)
+        """
+        n, parts = self.num_instances, []
+        for epoch in range(start // n, (stop - 1) // n + 1 if stop > start else start // n):
+            lo, hi = max(start, epoch * n) - epoch * n, min(stop, (epoch + 1) * n) - epoch * n
+            parts.append(self.permutation(epoch)[lo:hi])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def covering(self, num_examples: int) -> GlobalOrder:
+        """The same order with as many epochs as `num_examples` examples need (at least one)."""
+        return GlobalOrder(self.num_instances, self.seed, max(1, math.ceil(num_examples / self.num_instances)))
+
+
+class TextSource(InstanceSource):
+    """Prepared instances in a run's `GlobalOrder`, with the hook that saves the order into the run.
+
+    Example:
+        >>> source = instance_source("data/olmo/tiny_cpu", seed=0)
+        >>> source.save_order("runs/tiny", num_examples=1000).name
+        'data_order.npy'
+    """
+
+    def __init__(self, instances, order: GlobalOrder, path: str | os.PathLike, manifest: dict):
+        super().__init__(instances, order)
+        self.path, self.manifest = str(path), manifest
+
+    def save_order(self, run_dir: str | os.PathLike, num_examples: int, write: bool = True) -> Path:
+        """Extends the order to cover `num_examples` (the run's examples; more epochs when needed) and,
+        with `write` (the main process), saves it as `run_dir/data_order.npy` (instance index of every
+        example) and `run_dir/data_order.json` (seed, data, epochs). A run resumed in the same
+        folder must use the same data and seed.
+
+        Example:
+            >>> json.loads((source.save_order("runs/x", 1000).parent / "data_order.json").read_text())["epochs"]
+            1
+        """
+        self.order = order = self.order.covering(num_examples)
+        run_dir = Path(run_dir)
+        info = {"seed": order.seed, "num_instances": order.num_instances, "epochs": order.epochs,
+                "examples": int(num_examples), "data_path": str(Path(self.path).resolve()),
+                "tokenizer_sha256": self.manifest["tokenizer"]["sha256"],
+                "sequence_length": self.manifest["sequence_length"]}
+        if order.epochs > 1:
+            logger.info(f"the run's {num_examples} examples make {num_examples / order.num_instances:.2f} epochs "
+                        f"of the {order.num_instances} instances")
+        if not write:
+            return run_dir / ORDER_FILE
+        saved = run_dir / ORDER_INFO
+        if saved.is_file():
+            before = json.loads(saved.read_text())
+            keys = ("seed", "num_instances", "tokenizer_sha256", "sequence_length")
+            changed = [k for k in keys if before.get(k) != info[k]]
+            if changed:
+                raise HfArithError(f"{run_dir} was trained on another data order ({', '.join(changed)} differ from "
+                                   f"{saved}); resume with the run's data and seed, or choose another --output-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint32 if order.num_instances <= 2**32 else np.uint64
+        tmp = run_dir / f".{ORDER_FILE}.tmp"
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(num_examples),))
+        for start in range(0, int(num_examples), order.num_instances):
+            stop = min(int(num_examples), start + order.num_instances)
+            array[start:stop] = order.take(start, stop)
+        array.flush()
+        del array
+        os.replace(tmp, run_dir / ORDER_FILE)
+        saved.write_text(json.dumps(info, indent=2) + "\n")
+        return run_dir / ORDER_FILE
+
+
+def instance_source(path: str | os.PathLike, seed: int, sequence_length: int | None = None,
+                    tokenizer=None) -> TextSource:
+    """The training source of a prepared folder: `TextSource` over `train.bin` in the
+    `GlobalOrder(instances, seed)`. Checks the manifest, the file size, the sequence length and
+    (when given) that `tokenizer` is the one the data was made with.
+
+    Example:
+        >>> source = instance_source("data/olmo/tiny_cpu", seed=0, sequence_length=128)
+        >>> source.collate(source.examples(0, 2))["input_ids"].shape
+        torch.Size([2, 128])
+    """
+    manifest = read_manifest(path)
+    if sequence_length is not None and int(sequence_length) != manifest["sequence_length"]:
+        raise HfArithError(f"data.sequence_length={sequence_length} but {path} holds instances of "
+                           f"{manifest['sequence_length']} tokens; set data.sequence_length: "
+                           f"{manifest['sequence_length']} or prepare the data again")
+    if tokenizer is not None:
+        check_tokenizer(manifest, tokenizer, path)
+    instances = open_instances(path, manifest["train"], manifest)
+    return TextSource(instances, GlobalOrder(len(instances), seed), path, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inspecting a run
+
+
+def inspect_batch(run_dir: str | os.PathLike, batch: int) -> dict:
+    """Which instances made global batch `batch` of a run, and their text: reads the run's
+    `recipe.yaml` (batch schedule, data folder) and saved `data_order.npy`, so it holds whatever the
+    number of processes the run used.
+
+    Returns `{"batch", "start", "stop", "data_path", "examples": [{"example", "instance", "epoch",
+    "text"}, ...]}`.
+
+    Example:
+        >>> [e["instance"] for e in inspect_batch("runs/olmo_tiny_cpu", 3)["examples"]][:2]
+        [1871, 3952]
+    """
+    from transformers import AutoTokenizer
+
+    from hf_arith.training.optim import BatchSchedule
+    from hf_arith.training.recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    for name in ("recipe.yaml", ORDER_FILE, ORDER_INFO):
+        if not (run_dir / name).is_file():
+            raise HfArithError(f"{run_dir} has no {name}; give the output folder of a `hf-arith train` run "
+                               f"on text data")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    info = json.loads((run_dir / ORDER_INFO).read_text())
+    order = np.load(run_dir / ORDER_FILE, mmap_mode="r")
+    schedule = BatchSchedule.from_spec(recipe.train, recipe.data.sequence_length)
+    if batch < 0 or batch >= recipe.train.max_steps:
+        raise HfArithError(f"--batch {batch} is outside the run's {recipe.train.max_steps} steps "
+                           f"(0..{recipe.train.max_steps - 1})")
+    start, stop = schedule.span(batch)
+    if stop > len(order):
+        raise HfArithError(f"{run_dir / ORDER_FILE} covers {len(order)} examples, not batch {batch} "
+                           f"({start}..{stop - 1}); "
+                           f"it was saved for a shorter run")
+    data_path = info["data_path"]
+    manifest = read_manifest(data_path)
+    if manifest["tokenizer"]["sha256"] != info["tokenizer_sha256"]:
+        raise HfArithError(f"{data_path} was prepared again since the run (its tokenizer differs); the run's instances "
+                           f"are gone")
+    instances = open_instances(data_path, manifest["train"], manifest)
+    if len(instances) != info["num_instances"]:
+        raise HfArithError(f"{data_path} holds {len(instances)} instances, the run had {info['num_instances']}; "
+                           f"it was prepared again since the run")
+    tokenizer = AutoTokenizer.from_pretrained(Path(data_path) / manifest["tokenizer"]["copy"])
+    examples = []
+    for i in range(start, stop):
+        index = int(order[i])
+        examples.append({"example": i, "instance": index, "epoch": i // info["num_instances"],
+                         "text": tokenizer.decode(np.asarray(instances[index]).tolist())})
+    return {"batch": batch, "start": start, "stop": stop, "data_path": data_path, "examples": examples}
+
+
+__all__ = [
+    "GlobalOrder",
+    "TextSource",
+    "check_tokenizer",
+    "collect_documents",
+    "heldout_instances",
+    "inspect_batch",
+    "instance_source",
+    "iter_texts",
+    "open_instances",
+    "pack",
+    "prepare",
+    "read_documents",
+    "read_manifest",
+    "token_dtype",
+    "tokenize",
+    "tokenizer_fingerprint",
+]

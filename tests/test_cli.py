@@ -1,0 +1,97 @@
+"""The `hf-arith` command line as a user runs it: exit codes, one-line errors, the same run
+through `accelerate launch`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_arith.cli import main
+from hf_arith.modeling.configuration_abacus import AbacusConfig
+from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+from hf_arith.tokenization import build_arith_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "model.config.hidden_size=32", "--set", "model.config.intermediate_size=64",
+        "--set", "model.config.num_attention_heads=2", "--set", "train.report_to=[]",
+        "--set", "train.progress_bar=false", "--set", "eval.evaluators=[]", "--set", "train.micro_batch_size=16",
+        "--set", "train.global_batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_model")
+    torch.manual_seed(0)
+    config = AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1,
+                          num_recurrences=2, abacus_num_positions=24, abacus_max_k=4)
+    AbacusForCausalLM(config).save_pretrained(folder)
+    build_arith_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    return err[-1]
+
+
+def test_missing_recipe(capsys, tmp_path):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in error_line(capsys)
+
+
+def test_unknown_recipe_key_names_it_and_the_allowed_keys(capsys):
+    assert main(["train", str(REPO / "recipes/abacus/addition_cpu.yaml"), "--set", "train.lrr=1"]) == 2
+    line = error_line(capsys)
+    assert "train.lrr" in line and "lr," in line and "Traceback" not in line
+
+
+def test_debug_shows_the_traceback():
+    from hf_arith.errors import RecipeError
+
+    with pytest.raises(RecipeError):
+        main(["--debug", "train", str(REPO / "recipes/abacus/addition_cpu.yaml"), "--set", "train.lrr=1"])
+
+
+def test_generate_answers_and_names_bad_characters(saved, capsys):
+    assert main(["generate", str(saved), "12+34", "5+6"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["generate", str(saved), "12?34"]) == 2
+    assert "'?'" in error_line(capsys)
+
+
+def test_generate_refuses_numbers_longer_than_the_abacus_table(saved, capsys):
+    assert main(["generate", str(saved), "1" * 40 + "+1"]) == 2
+    line = error_line(capsys)
+    assert "Abacus table" in line and "abacus_num_positions=24" in line
+
+
+def test_train_resume_and_eval_from_the_command_line(tmp_path, capsys):
+    recipe = str(REPO / "recipes/abacus/addition_cpu.yaml")
+    out = tmp_path / "run"
+    assert main(["train", recipe, "--output-dir", str(out), "--max-steps", "2", "--save-every", "1", *TINY]) == 0
+    assert main(["train", recipe, "--output-dir", str(out), "--max-steps", "3", "--save-every", "1",
+                 "--resume", "latest", *TINY]) == 0
+    assert (out / "checkpoints" / "step_3").is_dir() and (out / "loss.png").is_file()
+    assert main(["eval", str(out / "final"), "--lengths", "1-2", "--samples", "2", "--out", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "results.json").is_file() and (tmp_path / "e" / "heatmap.png").is_file()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_command(tmp_path):
+    out = tmp_path / "launched"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "-m", "hf_arith", "train",
+           str(REPO / "recipes/abacus/addition_cpu.yaml"), "--output-dir", str(out), "--max-steps", "2", *TINY]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_console_script_and_module_entry_points():
+    for cmd in (["hf-arith", "--help"], [sys.executable, "-m", "hf_arith", "--help"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "train" in done.stdout and "eval" in done.stdout

@@ -1,0 +1,181 @@
+"""The trainer end to end on tiny Abacus models: it learns, it resumes exactly, it saves a folder
+that loads without hf_arith and answers like the trained model, and recipes fail clearly."""
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import run_isolated
+from hf_arith.errors import HfArithError, RecipeError
+from hf_arith.training import load_recipe, recipe_from_dict, train
+from hf_arith.training.trainer import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = {
+    "arch": "abacus",
+    "config": {
+        "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "num_hidden_layers": 1,
+        "num_recurrences": 2, "abacus_num_positions": 16, "abacus_max_k": 4, "max_position_embeddings": 32,
+    },
+}
+
+
+def tiny_recipe(tmp_path, **train_overrides):
+    train = {"max_steps": 20, "micro_batch_size": 32, "global_batch_size": 32, "lr": 3e-3, "log_every": 1,
+             "report_to": [], "progress_bar": False, **train_overrides}
+    return recipe_from_dict({
+        "seed": 3, "output_dir": str(tmp_path), "model": TINY_MODEL,
+        "data": {"task": "addition", "task_args": {"max_digits": 2}}, "train": train,
+    })
+
+
+def python_sums(rng, count):
+    """`count` random 1..2-digit additions and their sums, from Python integers."""
+    return [(a, b, a + b) for a, b in ((rng.randrange(100), rng.randrange(100)) for _ in range(count))]
+
+
+@pytest.mark.slow
+def test_a_few_hundred_steps_learn_two_digit_addition(tmp_path):
+    from hf_arith.evaluation import answer
+    from hf_arith.evaluation.commands import load_model
+
+    recipe = tiny_recipe(tmp_path, max_steps=500, micro_batch_size=64, global_batch_size=64, schedule="wcc",
+                         warmup=0.05, cooldown=0.2, log_every=20)
+    # No random Abacus offsets: a tiny model then learns within a few hundred steps (the offsets'
+    # own effect is measured on the quickstart, see the README).
+    recipe.model.config["abacus_max_k"] = 0
+    final = train(recipe)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
+    assert losses[0] > 1.5 and losses[-1] < 0.1, losses  # cross-entropy per answer token
+    model, tokenizer = load_model(final, device="cpu")
+    problems = python_sums(random.Random(99), 200)
+    answers = answer(model, tokenizer, [f"{a}+{b}" for a, b, _ in problems])
+    accuracy = sum(got == str(total) for got, (_, _, total) in zip(answers, problems)) / len(problems)
+    assert accuracy >= 0.9, accuracy
+
+
+def test_final_folder_loads_without_hf_arith_and_gives_the_same_logits(tmp_path):
+    final = train(tiny_recipe(tmp_path / "run", max_steps=3))
+    names = {p.name for p in final.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "recipe.yaml",
+            "modeling_abacus.py", "configuration_abacus.py", "layers.py", "tokenization_arith.py"} <= names
+    auto_map = json.loads((final / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+
+    from hf_arith.evaluation.commands import load_model
+
+    model, tokenizer = load_model(final, device="cpu")
+    prompts = ["21+3=", "9+99="]
+    with torch.no_grad():
+        expected = model(**tokenizer(prompts, padding=True, return_tensors="pt")).logits
+        expected_tokens = model.generate(**tokenizer(prompts, padding=True, return_tensors="pt"), max_new_tokens=4,
+                                         do_sample=False).tolist()
+    code = f"""
+        import json, torch
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        path = {str(final)!r}
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        batch = tok({prompts!r}, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**batch).logits
+            tokens = model.generate(**batch, max_new_tokens=4, do_sample=False)
+            hidden = AutoModel.from_pretrained(path, trust_remote_code=True)(**batch).last_hidden_state
+        torch.save(logits, "logits.pt")
+        print(json.dumps({{"tokens": tokens.tolist(), "hidden": list(hidden.shape),
+                          "module": type(model).__module__}}))
+    """
+    out = json.loads(run_isolated(code, cwd=tmp_path).splitlines()[-1])
+    assert out["module"].startswith("transformers_modules")
+    assert out["tokens"] == expected_tokens and out["hidden"] == [2, 5, 64]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected, rtol=0, atol=0)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    full = tiny_recipe(tmp_path / "full", max_steps=12, save_every=6, keep_last=5)
+    train(full)
+    # The "interrupted" run: only what the full run had on disk at step 6.
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_6", interrupted / "checkpoints" / "step_6")
+    (interrupted / "checkpoints" / "latest").write_text("step_6\n")
+    resumed = tiny_recipe(interrupted, max_steps=12, save_every=6, keep_last=5)
+    train(resumed, resume="latest")
+
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(interrupted / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    optimizer = [torch.load(d / "checkpoints" / "step_12" / "optimizer.bin", weights_only=True)
+                 for d in (tmp_path / "full", interrupted)]
+    for state_a, state_b in zip(optimizer[0]["state"].values(), optimizer[1]["state"].values()):
+        assert all(torch.equal(state_a[k], state_b[k]) for k in ("exp_avg", "exp_avg_sq"))
+    losses = [{r["step"]: r["loss"] for r in read_metrics(d / "metrics.jsonl") if "loss" in r}
+              for d in (tmp_path / "full", interrupted)]
+    assert [losses[0][s] for s in range(7, 13)] == [losses[1][s] for s in range(7, 13)]
+    state = json.loads((interrupted / "checkpoints" / "step_12" / "trainer_state.json").read_text())
+    assert state["step"] == 12 and state["examples"] == 12 * 32
+
+
+def test_a_run_refuses_to_overwrite_checkpoints_without_resume(tmp_path):
+    train(tiny_recipe(tmp_path, max_steps=2, save_every=1))
+    with pytest.raises(HfArithError, match="--resume latest"):
+        train(tiny_recipe(tmp_path, max_steps=2, save_every=1))
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    train(tiny_recipe(tmp_path, max_steps=2, save_every=1))
+    other = tiny_recipe(tmp_path, max_steps=4, save_every=1)
+    other.model.config["hidden_size"] = 32
+    with pytest.raises(HfArithError, match="model.config.hidden_size"):
+        train(other, resume="latest")
+
+
+def test_gradient_accumulation_and_batch_size_do_not_change_the_update(tmp_path):
+    """One step on a global batch of 32 as 1x32 or 4x8 micro-batches: the same loss and weights."""
+    runs = {}
+    for micro in (32, 8):
+        out = tmp_path / f"micro{micro}"
+        recipe = tiny_recipe(out, max_steps=2, micro_batch_size=micro, global_batch_size=32)
+        recipe.data.bucket_by_length = False
+        recipe.model.config["progressive_loss_alpha"] = 0.0  # no random depth: the forward is deterministic
+        recipe.model.config["abacus_max_k"] = 0
+        train(recipe)
+        runs[micro] = (load_file(out / "final" / "model.safetensors"), read_metrics(out / "metrics.jsonl"))
+    (w32, m32), (w8, m8) = runs[32], runs[8]
+    assert [r["loss"] for r in m32] == pytest.approx([r["loss"] for r in m8], rel=1e-5)
+    for key in w32:
+        torch.testing.assert_close(w32[key], w8[key], rtol=1e-4, atol=1e-6)
+
+
+def test_every_shipped_recipe_loads():
+    recipes = sorted(REPO.glob("recipes/**/*.yaml"))
+    recipes = [p for p in recipes if "accelerate" not in p.parts]
+    assert len(recipes) >= 4
+    for path in recipes:
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "unknown key 'train.lrr'"),
+    ("train.lr=fast", "train.lr: expected a number"),
+    ("model.config.hidden_sise=8", "unknown key 'model.config.hidden_sise'"),
+    ("train.schedule=exponential", "'exponential' is not allowed"),
+    ("train.warmup=2.5", "train.warmup"),
+    ("train.global_batch_size=8", "smaller than train.micro_batch_size"),
+    ("model.config.num_attention_heads=5", "not divisible"),
+    ("data.task=division", "unknown task 'division'"),
+])
+def test_bad_recipes_are_named(tmp_path, override, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        recipe = load_recipe(REPO / "recipes/abacus/addition_cpu.yaml", [override, f"output_dir={tmp_path}"])
+        train(recipe)  # model-config and task errors surface when the run is built
+
+
+def test_yaml_words_for_false_stay_words():
+    recipe = load_recipe(REPO / "recipes/abacus/addition_cpu.yaml", ["train.mixed_precision=no"])
+    assert recipe.train.mixed_precision == "no"
