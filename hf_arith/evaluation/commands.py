@@ -100,11 +100,20 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: s
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from hf_arith.errors import HfArithError
+    from hf_arith.model_files import check_model_folder
+
+    source = str(check_model_folder(model_dir))
     kwargs = {"trust_remote_code": True}
     if dtype not in (None, "auto"):
         kwargs["dtype"] = getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+    except OSError as err:  # a Hub id that cannot be fetched (offline, private, misspelt)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HfArithError(f"cannot load {model_dir}: {first}; check the folder or repo id (and HF_TOKEN, "
+                           f"or HF_HUB_OFFLINE for a cached copy)") from None
     return model.to(resolve_device(device)).eval(), tokenizer
 
 

@@ -1,0 +1,94 @@
+"""Checks of a saved model folder before transformers reads it, so that a missing, corrupt or
+foreign file is one clear `HfArithError` naming the file and the fix instead of a deep traceback.
+
+Example:
+    >>> check_model_folder("runs/addition_cpu/final")
+    PosixPath('runs/addition_cpu/final')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hf_arith.errors import HfArithError
+
+# What `from_pretrained` reads: a tokenizer needs one of these next to the weights.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.bin")
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """True for `name` or `org/name` spellings that are not local paths.
+
+    Example:
+        >>> looks_like_repo_id("org/abacus-addition"), looks_like_repo_id("./runs/x")
+        (True, False)
+    """
+    parts = str(name).split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not str(name).startswith((".", "/", "~"))
+
+
+def check_safetensors(path: Path) -> None:
+    """`HfArithError` when `path` is not a readable safetensors file (truncated, corrupt, not one).
+
+    Example:
+        >>> check_safetensors(Path("runs/addition_cpu/final/model.safetensors"))
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise HfArithError(f"{path} is not a readable safetensors file ({err}); it is corrupt or truncated: "
+                           f"copy it again, or re-save the model from a checkpoint") from None
+    # safe_open reads only the header; a file cut inside the tensor data still opens. The header
+    # gives every tensor's byte range, so the file must reach the end of the last one.
+    with path.open("rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_size))
+    needed = 8 + header_size + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    size = path.stat().st_size
+    if size < needed:
+        raise HfArithError(f"{path} is truncated ({size} bytes, its header needs {needed}); "
+                           f"copy it again, or re-save the model from a checkpoint")
+    if not names:
+        raise HfArithError(f"{path} holds no tensors; re-save the model")
+
+
+def check_model_folder(path: str | os.PathLike, need_tokenizer: bool = True) -> Path | str:
+    """`path` if it is a complete model folder (config.json, safetensors weights that read,
+    a tokenizer), or a Hub repo id (passed through: the Hub reports its own problems).
+
+    Example:
+        >>> check_model_folder("runs/nowhere")
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: no model folder at runs/nowhere; ...
+    """
+    folder = Path(path)
+    if not folder.exists():
+        if looks_like_repo_id(str(path)):
+            return str(path)
+        raise HfArithError(f"no model folder at {path}; give a folder written by `hf-arith train` "
+                           f"(e.g. runs/addition_cpu/final) or a Hub repo id")
+    if not folder.is_dir():
+        raise HfArithError(f"{path} is a file; give the model folder that holds config.json")
+    if not (folder / "config.json").is_file():
+        hint = " (it looks like a training run: use its final/ folder)" if (folder / "final").is_dir() else ""
+        raise HfArithError(f"{path} has no config.json{hint}; give a folder written by `save_pretrained`")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickled = [name for name in PICKLED_WEIGHTS if (folder / name).exists()]
+        found = f" (found {', '.join(pickled)}: pickled weights are never loaded)" if pickled else ""
+        raise HfArithError(f"{path} has no .safetensors weights{found}; re-save the model with save_pretrained")
+    for file in weights:
+        check_safetensors(file)
+    if need_tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise HfArithError(f"{path} has no tokenizer (tokenizer.json); save the run's tokenizer next to the model "
+                           f"(`tokenizer.save_pretrained(folder)`), e.g. copy it from the run's final/ folder")
+    return folder
+
+
+__all__ = ["check_model_folder", "check_safetensors", "looks_like_repo_id"]
