@@ -59,6 +59,19 @@ def test_a_few_hundred_steps_learn_two_digit_addition(tmp_path):
     accuracy = sum(got == str(total) for got, (_, _, total) in zip(answers, problems)) / len(problems)
     assert accuracy >= 0.9, accuracy
 
+    # The cheap in-loop exact match (one teacher-forced pass) is greedy decoding's exact match,
+    # here on cells in and beyond the training lengths, where the model is partly right.
+    from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
+    from hf_arith.evaluation.grid import greedy_generate
+    from hf_arith.training.evaluators import teacher_forced_scores
+
+    rows = list(eval_set("addition", [(2, 2), (3, 2), (3, 3)], samples=40, seed=7))
+    with torch.no_grad():
+        scores = teacher_forced_scores(model, ArithmeticCollator(tokenizer), rows)
+    generated = greedy_generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=6)
+    greedy = sum(stopped and text == r["answer"] for (text, stopped), r in zip(generated, rows)) / len(rows)
+    assert scores["exact_match"] == greedy
+
 
 def test_final_folder_loads_without_hf_arith_and_gives_the_same_logits(tmp_path):
     final = train(tiny_recipe(tmp_path / "run", max_steps=3))
@@ -179,3 +192,40 @@ def test_bad_recipes_are_named(tmp_path, override, message):
 def test_yaml_words_for_false_stay_words():
     recipe = load_recipe(REPO / "recipes/abacus/addition_cpu.yaml", ["train.mixed_precision=no"])
     assert recipe.train.mixed_precision == "no"
+
+
+class OffsetOracle(torch.nn.Module):
+    """Predicts every next token right when `config.abacus_eval_offset` is in `good`, and the
+    first answer token wrong for `wrong_share` of the rows otherwise."""
+
+    def __init__(self, good, wrong_share):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.config = SimpleNamespace(embedding_positions="abacus", abacus_eval_offset=0)
+        self.good, self.wrong_share = good, wrong_share
+
+    def forward(self, input_ids, labels, attention_mask=None, num_items_in_batch=None):
+        from types import SimpleNamespace
+
+        target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100).clamp(min=0)
+        if self.config.abacus_eval_offset not in self.good:
+            first = (labels != -100).int().argmax(-1) - 1  # the position that predicts the first answer token
+            rows = torch.arange(int(len(target) * self.wrong_share))
+            target[rows, first[rows]] = (target[rows, first[rows]] + 1) % 10 + 4
+        logits = torch.nn.functional.one_hot(target, 31).float() * 20
+        return SimpleNamespace(logits=logits, loss=torch.tensor(0.0))
+
+
+def test_abacus_offset_calibration_picks_the_best_offset_and_keeps_it():
+    from hf_arith.training.evaluators import build_evaluators
+    from hf_arith.training.recipe import EvaluatorSpec
+
+    recipe = tiny_recipe(Path("unused"))
+    recipe.eval.evaluators = [EvaluatorSpec("abacus_eval_offset", {"offsets": "0-6", "samples": 40})]
+    [(_, calibrate)] = build_evaluators(recipe, None)
+    oracle = OffsetOracle(good={4, 5}, wrong_share=0.25)
+    metrics = calibrate(oracle, step=0)
+    assert metrics["offset"] == 4 and oracle.config.abacus_eval_offset == 4  # ties go to the smaller offset
+    assert metrics["exact_match"] == 1.0 and metrics["exact_match/offset_0"] == 0.75
