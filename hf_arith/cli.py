@@ -216,6 +216,36 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# publish (library: hf_arith.hub)
+
+
+def add_publish(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a run folder (with final/ inside) or a saved model folder")
+    parser.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", help="push to this branch (created from main if missing)")
+    parser.add_argument("--local-dir", help="write the folder here and push nothing")
+    parser.add_argument("--format", dest="fmt", choices=["ours", "native"], default="ours",
+                        help="ours: hf-arith code (trust_remote_code); native: transformers' olmo (OLMo only)")
+    parser.add_argument("--max-shard-size", default="5GB", help="split the weights into files of at most this size")
+    parser.add_argument("--eval-dir", dest="eval_dirs", action="append", default=[], metavar="DIR",
+                        help="a folder from `hf-arith eval --out` (repeatable; default: RUN/eval*/)")
+    parser.add_argument("--license", default="apache-2.0", help="the card's license identifier")
+    parser.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="ID",
+                        help="a Hub dataset id the model was trained or evaluated on, for the card (repeatable)")
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from hf_arith.hub import publish
+
+    published = publish(args.source, args.repo_id, private=args.private, revision=args.revision,
+                        local_dir=args.local_dir, fmt=args.fmt, max_shard_size=args.max_shard_size,
+                        eval_dirs=args.eval_dirs, license=args.license, datasets=args.datasets)
+    print(f"wrote {published.folder}" if published.url is None else f"pushed {args.repo_id}: {published.url}")
+    return 0
+
+
 # name -> (help, add arguments, run)
 COMMANDS = {
     "train": ("train a model from a recipe", add_train, run_train),
@@ -225,6 +255,7 @@ COMMANDS = {
     "convert": ("convert an OLMo checkpoint between the hf-arith, transformers and allenai/OLMo layouts",
                 add_convert, run_convert),
     "tokenizer": ("train a tokenizer", add_tokenizer, run_tokenizer),
+    "publish": ("publish a model to the Hugging Face Hub with its model card", add_publish, run_publish),
 }
 
 
