@@ -38,9 +38,7 @@ FORMATS = ("ours", "native")
 # What the published code may import: the model's own libraries, and standard modules without I/O.
 # `tokenizers` is a dependency of transformers that the tokenizer file builds on.
 REMOTE_CODE_IMPORTS = {"torch", "transformers", "tokenizers", "__future__", "math", "typing", "dataclasses",
-                       "functools", "itertools", "collections", "enum", "re", "warnings", "os"}
-# `os` only for these path checks: the tokenizer file asks whether transformers handed it a tokenizer.json.
-REMOTE_CODE_OS_PATH = {"isfile", "isdir", "exists", "join"}
+                       "functools", "itertools", "collections", "enum", "re", "warnings"}
 REMOTE_CODE_BUILTINS = {"open", "exec", "eval", "compile", "__import__", "breakpoint", "input"}
 # Parts of the allowed libraries that read or write files or reach the network.
 REMOTE_CODE_DENIED = {"torch.load", "torch.save", "torch.hub", "transformers.utils.hub",
@@ -172,8 +170,7 @@ def load_tokenizer(model_dir: Path):
 
 def check_remote_code(folder: str | os.PathLike) -> list[Path]:
     """Every `.py` of `folder` (the code `trust_remote_code=True` runs on a user's machine) may
-    import only `REMOTE_CODE_IMPORTS` and sibling files, use `os` only for `os.path` checks, and use
-    none of `open`, `exec`, `eval`, ..., `torch.load`/`save`, `torch.hub`, transformers' Hub helpers:
+    import only `REMOTE_CODE_IMPORTS` and sibling files, and use none of `open`, `exec`, `eval`, ..., `torch.load`/`save`, `torch.hub`, transformers' Hub helpers:
     it computes, and touches neither network nor disk. A guard against accidents in our own code
     (it reads the source; it is not a sandbox). Returns the files checked; `HfArithError` names the
     first offence.
@@ -209,18 +206,13 @@ def _denied(name: str) -> bool:
 
 def _remote_code_problem(node: ast.AST, siblings: set[str]) -> str | None:
     if isinstance(node, ast.Import):
-        bad = [a.name for a in node.names if a.name.split(".")[0] not in REMOTE_CODE_IMPORTS or _denied(a.name)
-               or (a.name.split(".")[0] == "os" and a.asname)]
+        bad = [a.name for a in node.names if a.name.split(".")[0] not in REMOTE_CODE_IMPORTS or _denied(a.name)]
         return f"imports {', '.join(bad)}" if bad else None
     if isinstance(node, ast.ImportFrom):
         if node.level:  # relative: a sibling file of the folder
             return None if (node.module or "").split(".")[0] in siblings else f"imports .{node.module}, not a sibling"
         names = [f"{node.module}.{a.name}" for a in node.names]
-        if node.module == "os":
-            names = [n for n in names if n != "os.path"]
-        elif node.module == "os.path":
-            names = [n for n in names if n.rsplit(".", 1)[1] not in REMOTE_CODE_OS_PATH]
-        elif node.module.split(".")[0] in REMOTE_CODE_IMPORTS:
+        if node.module.split(".")[0] in REMOTE_CODE_IMPORTS:
             names = [n for n in names if _denied(n) or _denied(node.module)]
         return f"imports {', '.join(names)}" if names else None
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in REMOTE_CODE_BUILTINS:
@@ -229,9 +221,6 @@ def _remote_code_problem(node: ast.AST, siblings: set[str]) -> str | None:
         name = _dotted(node)
         if _denied(name):
             return f"uses {name}"
-        if name.startswith("os.") and name != "os.path":
-            ok = name.startswith("os.path.") and name.split(".")[2] in REMOTE_CODE_OS_PATH
-            return None if ok else f"uses {'.'.join(name.split('.')[:3])}"
     return None
 
 

@@ -1,7 +1,8 @@
 """Character-level tokenizer for arithmetic: one token per character over a fixed vocabulary.
 
 This file travels to the Hub with every model (`trust_remote_code=True`), so it imports only
-`tokenizers`, `transformers` and the standard library.
+`tokenizers` (what transformers' fast tokenizers are built on) and `transformers`, and reads no
+file itself: transformers opens the saved tokenizer.json.
 
 Example:
     >>> tok = ArithTokenizer()
@@ -12,8 +13,6 @@ Example:
 """
 
 from __future__ import annotations
-
-import os
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -74,7 +73,7 @@ class ArithTokenizer(PreTrainedTokenizerFast):
             kwargs.pop(key, None)
         # Reloading passes saved settings back as keywords; setdefault keeps them without clashing.
         kwargs.setdefault("clean_up_tokenization_spaces", False)
-        if tokenizer_object is None and not (tokenizer_file and os.path.isfile(tokenizer_file)):
+        if tokenizer_object is None and tokenizer_file is None:
             tokenizer_object, tokenizer_file = build_backend(), None
         super().__init__(
             tokenizer_file=tokenizer_file,

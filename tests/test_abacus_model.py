@@ -4,6 +4,8 @@ import itertools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from hf_arith.modeling.configuration_abacus import AbacusConfig
@@ -46,6 +48,16 @@ def tiny_model(seed=0, **overrides) -> AbacusForCausalLM:
 )
 def test_abacus_positions_follow_the_definition(text):
     assert compute_abacus_positions(ids_of(text), DIGITS)[0].tolist() == spec_abacus_positions(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.text(alphabet=VOCAB[4:], max_size=40), min_size=1, max_size=4))
+def test_abacus_positions_of_any_token_sequences(rows):
+    """Any batch of character sequences (right-padded with <pad>, a non-digit): the SPEC positions."""
+    width = max(len(r) for r in rows) or 1
+    ids = torch.tensor([[IDS[c] for c in r] + [IDS["<pad>"]] * (width - len(r)) for r in rows])
+    expected = [spec_abacus_positions(r) + [0] * (width - len(r)) for r in rows]
+    assert compute_abacus_positions(ids, DIGITS).tolist() == expected
 
 
 def test_abacus_positions_batched_and_with_padding():

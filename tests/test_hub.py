@@ -288,7 +288,7 @@ def test_native_olmo_publishes_without_remote_code(olmo_run, hub_here, tmp_path)
 # The folder and the card, without a server
 
 
-ALLOWED_TOP_LEVEL = {"torch", "transformers", "tokenizers", "__future__", "math", "os"}
+ALLOWED_TOP_LEVEL = {"torch", "transformers", "tokenizers", "__future__", "math"}
 
 
 def imports_and_calls(path: Path) -> tuple[set[str], set[str], set[str], set[str]]:
@@ -333,7 +333,7 @@ def test_published_code_imports_only_torch_transformers_and_siblings(untrained_r
         assert relative <= siblings, (path.name, relative)
         assert not called & {"open", "exec", "eval", "compile", "__import__", "torch.load", "torch.save"}, \
             (path.name, called)
-        assert os_uses <= {"os.path.isfile"}, (path.name, os_uses)  # the tokenizer checks its tokenizer.json
+        assert not os_uses, (path.name, os_uses)
         if path.name != "tokenization_arith.py":
             assert absolute <= {"torch", "transformers", "__future__", "math"}, (path.name, absolute)
 
@@ -343,8 +343,8 @@ def test_published_code_imports_only_torch_transformers_and_siblings(untrained_r
     ("import urllib.request\n", "imports urllib.request"),
     ("from subprocess import run\n", "imports subprocess"),
     ("weights = open('/etc/passwd').read()\n", "calls open()"),
-    ("import os\nos.system('curl x')\n", "uses os.system"),
-    ("import os\nos.path.expanduser('~')\n", "uses os.path.expanduser"),
+    ("import os\nos.system('curl x')\n", "imports os"),
+    ("import os.path\n", "imports os.path"),
     ("from .missing import thing\n", "not a sibling"),
     ("exec('print(1)')\n", "calls exec()"),
     ("state = torch.load('weights.pt')\n", "uses torch.load"),
