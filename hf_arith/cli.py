@@ -64,9 +64,12 @@ def _needs_quotes(text: str) -> bool:
 def run_train(args: argparse.Namespace) -> int:
     from hf_arith.training import load_recipe, train
 
+    from accelerate import PartialState
+
     recipe = load_recipe(args.recipe, train_overrides(args))
     final = train(recipe, resume=args.resume)
-    print(f"saved {final}")
+    if PartialState().is_main_process:
+        print(f"saved {final}")
     return 0
 
 

@@ -295,11 +295,23 @@ def shifted_cross_entropy(logits, labels, num_items_in_batch=None) -> torch.Tens
     return loss / num_items_in_batch
 
 
-def map_base_model_for_auto(config, base_model_class) -> None:
-    """Adds `AutoModel` -> `base_model_class` to `config.auto_map`.
+class CausalLMMixin:
+    """What both causal LMs add to `PreTrainedModel` and `GenerationMixin` (list it first among the
+    bases). The base model is `self.model`; its `abacus` is the Abacus embedding or None."""
 
-    `save_pretrained` writes `auto_map` only for the class being saved, so a saved causal LM
-    would otherwise not load with `AutoModel` (its base model, returning hidden states).
-    """
-    module = base_model_class.__module__.rsplit(".", 1)[-1]
-    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": f"{module}.{base_model_class.__name__}"}
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes `auto_map` only for the class being saved; name the base model too,
+        # so that `AutoModel` loads it (returning hidden states).
+        base = type(self.model)
+        module = base.__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": f"{module}.{base.__name__}"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        # A cached step sees only the new tokens, but a digit's Abacus position depends on the
+        # digits before it: compute positions on the whole sequence and keep the new ones.
+        if self.model.abacus is not None and inputs.get("input_ids") is not None:
+            new = inputs["input_ids"].shape[1]
+            inputs["abacus_positions"] = compute_abacus_positions(input_ids, self.config.digit_token_ids)[:, -new:]
+        return inputs

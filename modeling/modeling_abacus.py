@@ -11,13 +11,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_abacus import AbacusConfig
 from .layers import (
     AbacusEmbedding,
+    CausalLMMixin,
     DecoderLayer,
     FireBias,
     RotaryEmbedding,
     causal_mask,
     compute_abacus_positions,
     ensure_cache_slots,
-    map_base_model_for_auto,
     padding_free_position_ids,
     shifted_cross_entropy,
 )
@@ -65,12 +65,6 @@ class AbacusModel(AbacusPreTrainedModel):
         self.norm = norm() if config.norm_position == "pre" else nn.Identity()
         self.gradient_checkpointing = False
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.embed_tokens = value
 
     def prepare(
         self,
@@ -167,7 +161,7 @@ class AbacusModel(AbacusPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), past_key_values=past_key_values)
 
 
-class AbacusForCausalLM(AbacusPreTrainedModel, GenerationMixin):
+class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: AbacusConfig):
@@ -175,22 +169,6 @@ class AbacusForCausalLM(AbacusPreTrainedModel, GenerationMixin):
         self.model = AbacusModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        map_base_model_for_auto(self.config, AbacusModel)
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
 
     def forward(
         self,
@@ -271,15 +249,6 @@ class AbacusForCausalLM(AbacusPreTrainedModel, GenerationMixin):
             logits, full_loss = loss_of(self.model.run_block(start, embedded, range(recurrences), layer_kwargs))
             loss = loss + (1 - alpha) * full_loss
         return CausalLMOutputWithPast(loss=loss, logits=logits)
-
-    def prepare_inputs_for_generation(self, input_ids, **kwargs):
-        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
-        # A cached step sees only the new tokens, but a digit's Abacus position depends on the
-        # digits before it: compute positions on the whole sequence and keep the new ones.
-        if self.config.embedding_positions == "abacus" and inputs.get("input_ids") is not None:
-            new = inputs["input_ids"].shape[1]
-            inputs["abacus_positions"] = compute_abacus_positions(input_ids, self.config.digit_token_ids)[:, -new:]
-        return inputs
 
 
 AbacusConfig.register_for_auto_class()

@@ -20,12 +20,12 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_olmo import ArithOlmoConfig
 from .layers import (
     AbacusEmbedding,
+    CausalLMMixin,
     DecoderLayer,
     ParameterFreeLayerNorm,
     RotaryEmbedding,
     causal_mask,
     compute_abacus_positions,
-    map_base_model_for_auto,
     padding_free_position_ids,
     shifted_cross_entropy,
 )
@@ -129,7 +129,7 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), past_key_values=past_key_values)
 
 
-class ArithOlmoForCausalLM(ArithOlmoPreTrainedModel, GenerationMixin):
+class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: ArithOlmoConfig):
@@ -186,19 +186,6 @@ class ArithOlmoForCausalLM(ArithOlmoPreTrainedModel, GenerationMixin):
             logits[..., self.config.vocab_size :] = torch.finfo(logits.dtype).min
         loss = None if labels is None else shifted_cross_entropy(logits, labels, num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        map_base_model_for_auto(self.config, ArithOlmoModel)
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
-    def prepare_inputs_for_generation(self, input_ids, **kwargs):
-        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
-        # A cached step sees only the new tokens, but a digit's Abacus position depends on the
-        # digits before it: compute positions on the whole sequence and keep the new ones.
-        if self.config.abacus and inputs.get("input_ids") is not None:
-            new = inputs["input_ids"].shape[1]
-            inputs["abacus_positions"] = compute_abacus_positions(input_ids, self.config.digit_token_ids)[:, -new:]
-        return inputs
 
 
 ArithOlmoConfig.register_for_auto_class()

@@ -1,10 +1,12 @@
 """Resumable checkpoints: `output_dir/checkpoints/step_N` folders and a `latest` pointer.
 
 A checkpoint is Accelerate's `save_state` (model, optimizer, scheduler, gradient scaler, the RNG
-states of every process) plus `trainer_state.json` (the step, hence the data position) and the
-resolved `recipe.yaml`. It is written to a hidden temporary folder and renamed when complete; the
-`latest` file is replaced atomically and only ever names a complete checkpoint, so a run killed
-at any moment leaves a usable `latest`.
+states of every process; under FSDP and DeepSpeed each process writes its shard of the model and
+optimizer) plus `trainer_state.json` (the step, hence the data position) and the resolved
+`recipe.yaml`. Where hf-arith shards the model itself (FSDP on CPU), the model and optimizer
+shards go to `sharded/` (`distributed.save_sharded_state`). It is written to a hidden temporary
+folder and renamed when complete; the `latest` file is replaced atomically and only ever names a
+complete checkpoint, so a run killed at any moment leaves a usable `latest`.
 
 Example:
     >>> save_checkpoint(accelerator, "runs/x", TrainState(step=100), recipe, keep_last=3)
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from hf_arith.errors import HfArithError
 
+from .distributed import load_sharded_state, save_sharded_state, shards_itself
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
@@ -78,9 +81,11 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
-def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, keep_last: int) -> Path:
+def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, keep_last: int,
+                    model=None, optimizer=None) -> Path:
     """Writes `checkpoints/step_<state.step>` (all processes must call it), points `latest` at it
-    and deletes all but the newest `keep_last` checkpoints.
+    and deletes all but the newest `keep_last` checkpoints. `model` and `optimizer` are needed
+    where hf-arith shards the model itself (Accelerate saves the ones it prepared).
 
     Example:
         >>> save_checkpoint(accelerator, "runs/x", TrainState(step=10), recipe, keep_last=2).name
@@ -94,6 +99,8 @@ def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, 
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if shards_itself(accelerator):
+        save_sharded_state(model, optimizer, tmp)
     accelerator.wait_for_everyone()  # every process's RNG file is in before the rename
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(state.to_json())
@@ -108,6 +115,20 @@ def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, 
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None) -> TrainState:
+    """Restores what `save_checkpoint` wrote (all processes must call it) and returns the run's
+    `TrainState`. Sharded state loads on the same number of processes it was saved from.
+
+    Example:
+        >>> load_checkpoint(accelerator, Path("runs/x/checkpoints/step_100"), model, optimizer).step
+        100
+    """
+    accelerator.load_state(str(checkpoint))
+    if shards_itself(accelerator):
+        load_sharded_state(model, optimizer, checkpoint)
+    return TrainState.from_file(Path(checkpoint) / STATE_FILE)
 
 
 def find_checkpoint(output_dir, resume: str | os.PathLike | None) -> Path | None:
@@ -170,4 +191,4 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-__all__ = ["TrainState", "check_resumable", "find_checkpoint", "list_checkpoints", "save_checkpoint"]
+__all__ = ["TrainState", "check_resumable", "find_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]

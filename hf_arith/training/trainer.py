@@ -2,10 +2,12 @@
 
 One optimizer step trains on the global batch `BatchSchedule.span(step)`: each process takes its
 contiguous share, sorts it by length, and accumulates gradients over micro-batches (`no_sync`
-until the last one). The loss of every micro-batch is a sum over label tokens divided by the
-label tokens of the whole global batch (`num_items_in_batch`, the transformers convention), and
-multiplied by the number of processes to undo DDP's gradient averaging, so the loss and the
-gradient are those of one big batch on any number of processes and any micro-batch size.
+until the last one, unless parameters are sharded). The loss of every micro-batch is a sum over
+label tokens divided by the label tokens of the whole global batch (`num_items_in_batch`, the
+transformers convention), and multiplied by the number of processes to undo DDP's gradient
+averaging, so the loss and the gradient are those of one big batch on any number of processes
+and any micro-batch size. FSDP and DeepSpeed ZeRO average over processes too, so the same holds
+under every launch config (`distributed.py`, recipes/accelerate/).
 
 Example:
     >>> from hf_arith.training import load_recipe, train
@@ -31,9 +33,12 @@ import torch
 
 from hf_arith.errors import HfArithError, RecipeError
 
-from .checkpoints import TrainState, check_resumable, find_checkpoint, list_checkpoints, save_checkpoint
+from .checkpoints import (TrainState, check_resumable, find_checkpoint, list_checkpoints, load_checkpoint,
+                          save_checkpoint)
+from .distributed import (accelerator_kwargs, check_launch, full_state_dict, model_init_context, params_sharded,
+                          prepare, set_deepspeed_clipping, steps_in_backward, unsharded)
 from .evaluators import build_evaluators
-from .optim import BatchSchedule, build_optimizer, build_scheduler, clip_value, process_share
+from .optim import BatchSchedule, clip_value, process_share
 from .recipe import ModelSpec, Recipe, architecture_classes, config_keys, recipe_to_dict, save_recipe
 from .sources import build_source, build_tokenizer, micro_batches
 
@@ -91,7 +96,8 @@ def build_model(spec: ModelSpec, tokenizer=None):
 def make_accelerator(recipe: Recipe):
     """The run's `Accelerator`. Accumulation is done by the loop (the number of micro-batches
     changes with the batch ramp), and the scheduler steps once per optimizer step on any number
-    of processes (`step_scheduler_with_optimizer=False`).
+    of processes (`step_scheduler_with_optimizer=False`). What `accelerate launch` asked for (DDP,
+    FSDP, DeepSpeed, on GPUs or CPUs) is set up by `distributed.accelerator_kwargs`.
 
     Example:
         >>> make_accelerator(Recipe()).mixed_precision
@@ -106,15 +112,19 @@ def make_accelerator(recipe: Recipe):
     # precision, which Accelerate's process-wide state otherwise refuses.
     if state.get("_mixed_precision") not in (None, t.mixed_precision) and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
+    launch = accelerator_kwargs(recipe)  # what `accelerate launch` asked for: DDP, FSDP, DeepSpeed
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             mixed_precision=t.mixed_precision,
             log_with=list(t.report_to) or None,
             project_dir=str(recipe.output_dir),
             step_scheduler_with_optimizer=False,
+            **launch,
         )
     except (ValueError, ImportError) as err:
         raise RecipeError(f"train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to}: {err}") from None
+    check_launch(accelerator)
+    return accelerator
 
 
 @contextlib.contextmanager
@@ -185,7 +195,12 @@ def train_step(accelerator, model, forward, batches: list[dict], recipe: Recipe)
     for i, batch in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         last = i == len(batches) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+        # The step ends at the last micro-batch: DeepSpeed, which reads this, steps its optimizer there.
+        accelerator.sync_gradients = last
+        # Sharded gradients are reduced at every micro-batch (as OLMo does): deferring the reduction
+        # would hold each layer's whole unsharded gradient until the last one.
+        defer = not last and not params_sharded(accelerator)
+        with accelerator.no_sync(model) if defer else contextlib.nullcontext():
             out = forward(**batch, num_items_in_batch=num_items)
             loss = out.loss
             if z_coef:
@@ -199,14 +214,15 @@ def train_step(accelerator, model, forward, batches: list[dict], recipe: Recipe)
 
 def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
     """Runs each `(name, evaluator)` on the main process (eval mode, no grad, RNG preserved) and
-    returns `{"eval/<name>/<metric>": value}` (empty on other processes).
+    returns `{"eval/<name>/<metric>": value}` (empty on other processes). With sharded parameters
+    (FSDP, ZeRO-3) every process runs them, since each forward gathers parameters from all.
 
     Example:
         >>> run_evaluators(accelerator, model, [("zero", lambda m, s: {"v": 0.0})], step=10)
         {'eval/zero/v': 0.0}
     """
     metrics = {}
-    if accelerator.is_main_process and evaluators:
+    if evaluators and (accelerator.is_main_process or params_sharded(accelerator)):
         unwrapped = accelerator.unwrap_model(model)
         was_training = unwrapped.training
         unwrapped.eval()
@@ -218,7 +234,7 @@ def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
         finally:
             unwrapped.train(was_training)
     accelerator.wait_for_everyone()
-    return metrics
+    return metrics if accelerator.is_main_process else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,9 +254,9 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
 
     final, tmp = output_dir / "final", output_dir / ".final.tmp"
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
+    state_dict = full_state_dict(accelerator, model)  # gathered from the shards under FSDP / ZeRO-3
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = unsharded(accelerator.unwrap_model(model))
         config = unwrapped.config
         generation = {
             "bos_token_id": tokenizer.bos_token_id,
@@ -249,9 +265,10 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
             "do_sample": False,
         }
         # Greedy decoding stops at EOS; without a length cap of its own, `generate` would stop at
-        # transformers' default of 20 tokens, too short for long arithmetic.
+        # transformers' default of 20 tokens, too short for long arithmetic. A cap on new tokens
+        # (not `max_length`) lets callers pass their own `max_new_tokens` without a warning.
         if getattr(config, "max_position_embeddings", None):
-            generation["max_length"] = int(config.max_position_embeddings)
+            generation["max_new_tokens"] = int(config.max_position_embeddings)
         unwrapped.generation_config = GenerationConfig(**{k: v for k, v in generation.items() if v is not None})
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(tmp, state_dict=state_dict)
@@ -347,13 +364,11 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     set_seed(recipe.seed)
     tokenizer = build_tokenizer(recipe.data)
     source = build_source(recipe.data, recipe.seed, tokenizer)
-    model = build_model(recipe.model, tokenizer)
+    with model_init_context(accelerator):  # ZeRO-3 may build it partitioned
+        model = build_model(recipe.model, tokenizer)
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(accelerator.device)  # before the optimizer, which picks its kernel by device
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = prepare(accelerator, model, t)
     # Only the training forward is compiled; evaluation and generation call the plain module.
     forward = torch.compile(model) if t.compile else model
     evaluators = build_evaluators(recipe, tokenizer)
@@ -365,8 +380,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     state = TrainState()
     if checkpoint is not None:
         check_resumable(checkpoint, recipe)
-        accelerator.load_state(str(checkpoint))
-        state = TrainState.from_file(checkpoint / "trainer_state.json")
+        state = load_checkpoint(accelerator, checkpoint, model, optimizer)
         logger.info(f"resumed from {checkpoint} at step {state.step}")
     metrics_path = out / "metrics.jsonl"
     if main:
@@ -402,14 +416,18 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         if trace_dir:
             _trace(trace_dir, accelerator.process_index, step, lo, hi, examples)
         rows = micro_batches(examples, t.micro_batch_size, source.length if recipe.data.bucket_by_length else None)
+        limit = clip_value(step, t)
+        set_deepspeed_clipping(accelerator, model, limit)  # DeepSpeed clips inside its step, in train_step
         stats = train_step(accelerator, model, forward, [source.collate(r) for r in rows], recipe)
 
-        limit = clip_value(step, t)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), limit if limit else math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+            grad_norm = grad_norm.full_tensor()
         grad_norm = float(grad_norm) if grad_norm is not None else math.nan
         lr = scheduler.get_last_lr()[0]
-        if t.mixed_precision == "fp16":
-            # The gradient scaler skips non-finite steps itself and must see them to lower its scale.
+        if t.mixed_precision == "fp16" or steps_in_backward(accelerator):
+            # The gradient scaler skips non-finite steps itself and must see them to lower its scale;
+            # DeepSpeed has stepped (or skipped) already, in the last micro-batch's backward.
             optimizer.step()
             skipped = accelerator.optimizer_step_was_skipped
         elif math.isfinite(stats["loss"]) and math.isfinite(grad_norm):
@@ -462,7 +480,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
             window = dict.fromkeys(window, 0)
 
         if t.save_every and (state.step % t.save_every == 0 or done or out_of_time):
-            save_checkpoint(accelerator, out, state, recipe, t.keep_last)
+            save_checkpoint(accelerator, out, state, recipe, t.keep_last, model, optimizer)
             last_saved = state.step
         if t.eval_every and state.step % t.eval_every == 0 and evaluators:
             log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
@@ -476,7 +494,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     if recipe.eval.at_end and evaluators and last_evaluated != state.step:
         log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
     if t.save_every and last_saved != state.step:
-        save_checkpoint(accelerator, out, state, recipe, t.keep_last)
+        save_checkpoint(accelerator, out, state, recipe, t.keep_last, model, optimizer)
     final = save_final(accelerator, model, tokenizer, recipe, out)
     if main:
         plot_loss(metrics_path, out / "loss.png")

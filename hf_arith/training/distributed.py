@@ -1,0 +1,467 @@
+"""Scale-out: the `Accelerator` for what `accelerate launch` asked for, and FSDP2 where Accelerate
+does not shard.
+
+The launch config (`recipes/accelerate/*.yaml`) says where processes run and how state is split;
+the training recipe says everything else, so a run's global batch, data order and loss curve are
+the same on any launch config and any number of processes. What each launch config becomes:
+
+| launch config | machine with GPUs | CPU-only machine |
+|---|---|---|
+| `single.yaml` (or no launch) | one process | one process |
+| `ddp.yaml` | DDP over nccl | DDP over gloo (Accelerate's `cpu=True`) |
+| `fsdp.yaml` | Accelerate's FSDP2 plugin | `shard_model` here (Accelerate never shards on CPU) |
+| `deepspeed_zero{2,3}.yaml` | DeepSpeed | DeepSpeed over gloo |
+
+On a CPU-only machine `accelerate launch` without `--cpu` would start processes that each believe
+they are alone; `accelerator_kwargs` turns them into one gloo group, and `check_launch` refuses any
+launch whose processes did not all join (or whose sharding was dropped) rather than train unsharded.
+
+Example:
+    >>> from accelerate import Accelerator
+    >>> from hf_arith.training.recipe import Recipe
+    >>> accelerator = Accelerator(**accelerator_kwargs(Recipe()))   # under `accelerate launch`, any config
+    >>> check_launch(accelerator)
+    >>> launch_backend()
+    'single'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+from hf_arith.errors import HfArithError
+
+from .optim import build_optimizer, build_scheduler, clip_value
+from .recipe import Recipe, TrainSpec
+
+# Where `save_sharded_state` writes, inside a checkpoint folder.
+SHARDED_DIR = "sharded"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def launch_backend() -> str:
+    """What `accelerate launch` asked this process to be part of: `"deepspeed"`, `"fsdp"`, `"ddp"`
+    (more than one process, neither of those) or `"single"`. Read from the environment the launcher
+    sets, so it is the same on every machine.
+
+    Example:
+        >>> launch_backend()   # plain `hf-arith train`
+        'single'
+    """
+    if _flag("ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed"
+    if _flag("ACCELERATE_USE_FSDP"):
+        return "fsdp"
+    return "ddp" if _world_size() > 1 else "single"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def cpu_only() -> bool:
+    """True when this process trains on the CPU: no GPU (or other accelerator) is visible, or the
+    launch asked for the CPU (`ACCELERATE_USE_CPU`).
+
+    Example:
+        >>> cpu_only()   # on a laptop without a GPU
+        True
+    """
+    devices = getattr(torch, "accelerator", torch.cuda)  # torch.accelerator: any GPU kind, torch >= 2.6
+    return _flag("ACCELERATE_USE_CPU") or not devices.is_available()
+
+
+def accelerator_kwargs(recipe: Recipe) -> dict:
+    """The `Accelerator` keyword arguments for the launch, beyond the recipe's own settings.
+
+    - CPU-only, several processes (DDP, FSDP): `cpu=True`, one gloo process group. FSDP is then
+      done by `shard_model`, because Accelerate's FSDP plugin is ignored on CPU.
+    - DeepSpeed: a `DeepSpeedPlugin` from the launch config with the recipe's clipping and
+      micro-batch size (`deepspeed_plugin`); on CPU, its process group on gloo (DeepSpeed's own
+      default there, oneCCL, is not installed).
+    - FSDP on GPUs: Accelerate's FSDP2 plugin from the launch config with the recipe's mixed
+      precision as OLMo ran it (`mixed_precision_policy`).
+
+    Example:
+        >>> accelerator_kwargs(Recipe())   # one process
+        {}
+    """
+    backend = launch_backend()
+    if backend == "deepspeed":
+        if _flag("ACCELERATE_USE_CPU"):
+            raise HfArithError("the launch config asks for DeepSpeed but ACCELERATE_USE_CPU is set, which makes "
+                               "Accelerate drop DeepSpeed and train unsharded; unset ACCELERATE_USE_CPU (and --cpu / "
+                               "use_cpu): on a machine without GPUs hf-arith runs DeepSpeed on the CPU by itself")
+        kwargs = {"deepspeed_plugin": deepspeed_plugin(recipe)}
+        if cpu_only():
+            from accelerate.utils import InitProcessGroupKwargs
+
+            kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+        return kwargs
+    if cpu_only():
+        return {"cpu": True} if backend != "single" else {}
+    if backend == "fsdp":
+        return {"fsdp_plugin": fsdp_plugin(recipe)}
+    return {}
+
+
+def check_launch(accelerator) -> None:
+    """Refuses a launch that would not train what was asked: processes that did not join one group
+    (each would train alone on the whole batch), or DeepSpeed dropped by Accelerate. (FSDP is never
+    dropped: where Accelerate does not shard, `prepare` does.)
+
+    Example:
+        >>> check_launch(Accelerator(**accelerator_kwargs(recipe)))
+    """
+    from accelerate.utils import DistributedType
+
+    expected = _world_size()
+    if accelerator.num_processes != expected:
+        raise HfArithError(f"launched {expected} processes but Accelerate formed a group of "
+                           f"{accelerator.num_processes}, so each would train alone on the whole batch; launch with "
+                           f"a config from recipes/accelerate/ (see recipes/README.md)")
+    if launch_backend() == "deepspeed" and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise HfArithError(f"the launch config asks for DeepSpeed but Accelerate runs {accelerator.distributed_type}; "
+                           f"check that deepspeed is installed (pip install 'hf-arith[deepspeed]')")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins
+
+
+def mixed_precision_policy(mixed_precision: str):
+    """FSDP2's mixed precision for the recipe's `train.mixed_precision`, as OLMo trained: parameters
+    gathered and computed in bf16 (fp16), gradients reduced in fp32, fp32 master weights and
+    optimizer state. None for `"no"` (everything fp32).
+
+    Example:
+        >>> policy = mixed_precision_policy("bf16")
+        >>> policy.param_dtype, policy.reduce_dtype
+        (torch.bfloat16, torch.float32)
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if mixed_precision == "no":
+        return None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
+    return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+
+
+def fsdp_plugin(recipe: Recipe):
+    """Accelerate's FSDP plugin: the launch config's settings (read from the environment
+    `accelerate launch` sets) with `mixed_precision_policy`. Accelerate then wraps each class of the
+    model's `_no_split_modules` (`DecoderLayer`) when the launch config names no classes.
+
+    Example:
+        >>> fsdp_plugin(recipe).fsdp_version
+        2
+    """
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    if os.environ.get("FSDP_VERSION", "2") != "2":
+        raise HfArithError("the launch config asks for FSDP1; hf-arith shards with FSDP2: set fsdp_version: 2 "
+                           "(see recipes/accelerate/fsdp.yaml)")
+    return FullyShardedDataParallelPlugin(fsdp_version=2,
+                                          mixed_precision_policy=mixed_precision_policy(recipe.train.mixed_precision))
+
+
+def deepspeed_plugin(recipe: Recipe):
+    """Accelerate's DeepSpeed plugin: the launch config's ZeRO stage and offload settings, with what
+    the recipe owns.
+
+    The loop accumulates micro-batches itself (their number changes with the batch ramp) and tells
+    DeepSpeed where a step ends (`accelerator.sync_gradients`), so DeepSpeed's
+    `gradient_accumulation_steps` is 1: it neither scales the loss nor steps on a count of its own.
+    Clipping is DeepSpeed's (inside its step) at the recipe's limit, updated per step by
+    `set_deepspeed_clipping`. A launch config that sets either to something else is refused; so is
+    ZeRO-3 without `zero3_save_16bit_model`, which the final consolidated save needs. With bf16 or
+    fp16, gradients are reduced in fp32 (`communication_data_type`) unless the launch config says
+    otherwise.
+
+    Example:
+        >>> deepspeed_plugin(recipe).deepspeed_config["gradient_accumulation_steps"]
+        1
+    """
+    import importlib.util
+
+    from accelerate.utils import DeepSpeedPlugin
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise HfArithError("the launch config asks for DeepSpeed, which is not installed: "
+                           "pip install 'hf-arith[deepspeed]'")
+    plugin = DeepSpeedPlugin()
+    config = plugin.deepspeed_config
+    t = recipe.train
+    _own(config, "gradient_accumulation_steps", 1, "the loop accumulates micro-batches itself")
+    _own(config, "gradient_clipping", clip_value(0, t) or 0.0, "train.grad_clip")
+    config["train_micro_batch_size_per_gpu"] = t.micro_batch_size
+    if t.mixed_precision != "no":  # gradients reduced in fp32, as `mixed_precision_policy` does under FSDP
+        config.setdefault("communication_data_type", "fp32")
+    if t.mixed_precision == "bf16":  # a non-finite step is skipped, as the loop does without DeepSpeed
+        config.setdefault("bf16", {"enabled": True, "check_grad_overflow": True})
+    zero = config.get("zero_optimization", {})
+    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
+        raise HfArithError("DeepSpeed ZeRO-3 without zero3_save_16bit_model cannot write the consolidated final "
+                           "model; set zero3_save_16bit_model: true in the launch config "
+                           "(see recipes/accelerate/deepspeed_zero3.yaml)")
+    return plugin
+
+
+def _own(config: dict, key: str, value, owner: str) -> None:
+    """Sets a DeepSpeed config value the recipe owns; refuses a launch config that sets another."""
+    given = config.get(key, "auto")
+    if given not in ("auto", None) and float(given) != float(value):
+        raise HfArithError(f"the DeepSpeed launch config sets {key}={given}, but hf-arith takes it from the recipe "
+                           f"({owner}: {value}); remove {key} from the launch config")
+    config[key] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDP2 on CPU
+
+
+def shards_itself(accelerator) -> bool:
+    """True when the launch asked for FSDP and Accelerate will not shard (CPU-only machines):
+    `prepare` then shards with `shard_model`, and checkpoints use `save_sharded_state`.
+
+    Example:
+        >>> shards_itself(accelerator)   # `accelerate launch --config_file recipes/accelerate/fsdp.yaml` on CPUs
+        True
+    """
+    from accelerate.utils import DistributedType
+
+    return launch_backend() == "fsdp" and accelerator.distributed_type != DistributedType.FSDP
+
+
+def params_sharded(accelerator) -> bool:
+    """True when each process holds only a shard of the parameters (FSDP or ZeRO-3): every process
+    must then run the same forward passes, because each one gathers parameters from all.
+
+    Example:
+        >>> params_sharded(accelerator)   # under deepspeed_zero2.yaml
+        False
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.state.deepspeed_plugin.zero_stage == 3
+    return accelerator.distributed_type == DistributedType.FSDP or shards_itself(accelerator)
+
+
+def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn.Module:
+    """Shards `model` in place with FSDP2 (`fully_shard`) over all processes, on the device of its
+    parameters: one FSDP unit per module of a class in `model._no_split_modules` (the decoder
+    layers), the rest (embeddings, final norm, LM head) in the root unit. Parameters become
+    `DTensor` shards; build the optimizer afterwards.
+
+    The same plan as Accelerate's FSDP2 path on GPUs (which also gives the embeddings and LM head
+    units of their own); used where Accelerate does not shard. Needs an initialised process group.
+
+    Example:
+        >>> model = shard_model(build_model(spec, tokenizer), "bf16")   # under torch.distributed
+        >>> type(model.model.layers[0]).__name__
+        'FSDPDecoderLayer'
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    device = next(model.parameters()).device
+    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+    kwargs = {"mesh": mesh}
+    policy = mixed_precision_policy(mixed_precision)
+    if policy is not None:
+        kwargs["mp_policy"] = policy
+    layer_classes = set(model._no_split_modules or ())
+    for module in model.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, **kwargs)
+    return fully_shard(model, **kwargs)
+
+
+def prepare(accelerator, model: torch.nn.Module, spec: TrainSpec):
+    """`(model, optimizer, scheduler)` ready to train: the optimizer and schedule of `spec` built on
+    `model`, and all three passed to `accelerator.prepare` (DDP, FSDP, DeepSpeed wrap them there).
+    Where hf-arith shards itself, the model is sharded first and only the scheduler goes through
+    Accelerate: the sharded model and optimizer state are saved by `save_sharded_state`.
+
+    Example:
+        >>> model, optimizer, scheduler = prepare(accelerator, build_model(spec, tokenizer), recipe.train)
+    """
+    model.to(accelerator.device)  # before the optimizer, which picks its kernel by device
+    if shards_itself(accelerator):
+        if spec.mixed_precision == "fp16":
+            raise HfArithError("FSDP on CPU does not train in fp16 (no sharded gradient scaler there); "
+                               "set train.mixed_precision to bf16 or no")
+        model = shard_model(model, spec.mixed_precision)
+        optimizer = build_optimizer(model, spec)
+        return model, optimizer, accelerator.prepare(build_scheduler(optimizer, spec))
+    optimizer = build_optimizer(model, spec)
+    return accelerator.prepare(model, optimizer, build_scheduler(optimizer, spec))
+
+
+def full_state_dict(accelerator, model: torch.nn.Module) -> dict:
+    """The whole model's state dict on the main process (empty elsewhere under FSDP and ZeRO-3),
+    gathered from the shards; every process must call it.
+
+    Example:
+        >>> sorted(full_state_dict(accelerator, model))[:1]
+        ['lm_head.weight']
+    """
+    if shards_itself(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = accelerator.get_state_dict(model)
+    if not state:  # other processes (ZeRO-3 gives them None)
+        return {}
+    # FSDP's full state dict holds a copy per name of a tied parameter (the LM head tied to the
+    # embedding), but `save_pretrained` recognises ties by shared storage: share it again.
+    names = {}
+    for name, param in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for tied in names.values():
+        present = [name for name in tied if name in state]
+        for name in present[1:]:
+            state[name] = state[present[0]]
+    return state
+
+
+def unsharded(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` itself, or for an FSDP2-sharded model a parameterless (meta-device) instance of its
+    own class with the same config, to `save_pretrained` with a full state dict. FSDP2 swaps the
+    class of a sharded module for a subclass defined in torch, which `save_pretrained` would
+    otherwise record in `config.json` and whose source it would copy as the model's remote code.
+
+    Example:
+        >>> unsharded(model).save_pretrained("out", state_dict=full_state_dict(accelerator, model))
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return model
+    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    with torch.device("meta"):
+        return cls._from_config(model.config)
+
+
+def save_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathLike) -> Path:
+    """Writes the sharded model and optimizer state to `folder/sharded` with
+    `torch.distributed.checkpoint` (each process writes its own shards); every process must call it.
+
+    Example:
+        >>> save_sharded_state(model, optimizer, "runs/x/checkpoints/.tmp_step_10")
+        PosixPath('runs/x/checkpoints/.tmp_step_10/sharded')
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    path = Path(folder) / SHARDED_DIR
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path)
+    return path
+
+
+def load_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathLike) -> None:
+    """Restores what `save_sharded_state` wrote into `model` and `optimizer` (sharded the same way,
+    on the same number of processes); every process must call it.
+
+    Example:
+        >>> load_sharded_state(model, optimizer, "runs/x/checkpoints/step_10")
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    path = Path(folder) / SHARDED_DIR
+    if not path.is_dir():
+        raise HfArithError(f"{folder} holds no sharded model state ({SHARDED_DIR}/); it was not saved by an FSDP run "
+                           f"on CPU: resume it with the launch config it was trained with")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSpeed in the loop
+
+
+@contextlib.contextmanager
+def model_init_context(accelerator):
+    """Where to build the model: under DeepSpeed ZeRO-3, already partitioned
+    (`deepspeed.zero.Init`) exactly when the launch config's `zero3_init_flag` is true. Accelerate
+    registers its ZeRO-3 config with transformers whatever the flag says, and transformers then
+    builds every model partitioned, with other random draws than a one-process run; with the
+    flag false, the model is built whole (the recipe's seed gives the one-process weights) and
+    DeepSpeed partitions it in `prepare`.
+
+    Example:
+        >>> with model_init_context(accelerator):
+        ...     model = build_model(recipe.model, tokenizer)
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or plugin.zero3_init_flag or plugin.zero_stage != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()  # generation and saving read it (e.g. `synced_gpus`)
+
+
+def steps_in_backward(accelerator) -> bool:
+    """True under DeepSpeed, whose engine clips and steps the optimizer (or skips a non-finite
+    step) inside the backward of a step's last micro-batch; `optimizer.step()` is then a no-op and
+    `accelerator.optimizer_step_was_skipped` says what DeepSpeed did.
+
+    Example:
+        >>> steps_in_backward(accelerator)   # under deepspeed_zero2.yaml
+        True
+    """
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def set_deepspeed_clipping(accelerator, model, limit: float | None) -> None:
+    """Under DeepSpeed, sets the gradient-norm limit its next optimizer step clips to (DeepSpeed
+    clips inside the backward of a step's last micro-batch, at the value its ZeRO optimizer holds;
+    the recipe's clip warmup changes it). Does nothing under other backends, where the loop clips.
+
+    Example:
+        >>> set_deepspeed_clipping(accelerator, model, clip_value(step, recipe.train))
+    """
+    if steps_in_backward(accelerator):
+        model.optimizer.clip_grad = float(limit or 0.0)
+
+
+__all__ = [
+    "accelerator_kwargs",
+    "check_launch",
+    "cpu_only",
+    "deepspeed_plugin",
+    "fsdp_plugin",
+    "full_state_dict",
+    "launch_backend",
+    "load_sharded_state",
+    "mixed_precision_policy",
+    "model_init_context",
+    "params_sharded",
+    "prepare",
+    "save_sharded_state",
+    "set_deepspeed_clipping",
+    "shard_model",
+    "shards_itself",
+    "steps_in_backward",
+    "unsharded",
+]
