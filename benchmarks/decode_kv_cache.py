@@ -47,9 +47,10 @@ CONFIGS = {
                   num_hidden_layers=2, num_recurrences=4),
     "quickstart": dict(hidden_size=128, num_attention_heads=4, intermediate_size=256,
                        num_hidden_layers=2, num_recurrences=2),
-    "paper-8x2": dict(hidden_size=1024, num_attention_heads=16, intermediate_size=2048,
+    # The reference's GLU width 2048 is both halves: 1024 each for gate and up (as addition_paper.yaml).
+    "paper-8x2": dict(hidden_size=1024, num_attention_heads=16, intermediate_size=1024,
                       num_hidden_layers=8, num_recurrences=2),
-    "paper-1x16": dict(hidden_size=1024, num_attention_heads=16, intermediate_size=2048,
+    "paper-1x16": dict(hidden_size=1024, num_attention_heads=16, intermediate_size=1024,
                        num_hidden_layers=1, num_recurrences=16),
 }
 QUICKSTART_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "abacus" / "addition_cpu.yaml"

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -332,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__
         hint = "" if isinstance(err, HfArithError) else " (run with --debug for the traceback)"
         print(f"error: {message}{hint}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A full or read-only disk met outside the writes that name it themselves (checkpoints, final/).
+        if debug or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        print(f"error: cannot write {err.filename or 'a file'}: {err.strerror}; free some space or choose another "
+              f"output folder (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -75,3 +75,92 @@ def test_an_unreachable_hub_id_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1 and "cannot load someone/not-a-real-model" in err[0], err
+
+
+# ---------------------------------------------------------------------------------------------
+# The rest of the README's catalogue ("When something is wrong"): recipes, resumes, token files.
+# Each: exit status 2 and one line naming the problem and the fix, no traceback.
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and not any("Traceback" in line for line in err), err
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A recipe file and a run folder with one checkpoint (step_2)."""
+    import json
+
+    from hf_arith.training import recipe_from_dict, train
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    raw = {"seed": 0, "model": {"arch": "abacus", "config": {
+               "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_hidden_layers": 1,
+               "num_recurrences": 1, "abacus_num_positions": 16, "abacus_max_k": 4,
+               "max_position_embeddings": 32}},
+           "data": {"task": "addition", "task_args": {"max_digits": 2}},
+           "train": {"max_steps": 2, "micro_batch_size": 8, "global_batch_size": 8, "save_every": 2,
+                     "report_to": [], "progress_bar": False}}
+    (folder / "tiny.yaml").write_text(json.dumps(raw))
+    train(recipe_from_dict({**raw, "output_dir": str(folder / "run")}))
+    return folder / "tiny.yaml", folder / "run"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.max_steps=ten"], "train.max_steps: expected an integer, got 'ten'"),
+    (["--set", "model.config.num_attention_heads=5"],
+     "model.config: hidden_size=32 is not divisible by num_attention_heads=5"),
+    (["--set", "train.lrr=1e-3"], "unknown key 'train.lrr'; allowed keys in train: max_steps,"),
+    (["--set", "train.max_consecutive_nonfinite=-1"], "train.max_consecutive_nonfinite=-1 must be 0"),
+])
+def test_bad_recipe_values_are_one_line(tiny_run, tmp_path, capsys, args, message):
+    recipe, _ = tiny_run
+    assert main(["train", str(recipe), "--output-dir", str(tmp_path / "run"), *args]) == 2
+    assert message in one_line(capsys)
+
+
+def test_malformed_recipe_yaml_names_the_line(tmp_path, capsys):
+    (tmp_path / "broken.yaml").write_text("train: {max_steps: 10\n")
+    assert main(["train", str(tmp_path / "broken.yaml")]) == 2
+    assert "broken.yaml: not valid YAML at line 2" in one_line(capsys)
+
+
+def test_resume_errors_are_one_line(tiny_run, tmp_path, capsys):
+    recipe, run = tiny_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    base = ["train", str(recipe), "--output-dir", str(copy)]
+    assert main(base) == 2
+    assert "already holds checkpoints of a run; pass --resume latest to continue it" in one_line(capsys)
+    assert main([*base, "--resume", str(copy / "final")]) == 2
+    assert f"{copy / 'final'} is not a complete checkpoint (no trainer_state.json)" in one_line(capsys)
+    # A checkpoint of another model: refused by name before anything is loaded into the new one.
+    assert main([*base, "--resume", "latest", "--set", "model.config.hidden_size=64"]) == 2
+    line = one_line(capsys)
+    assert "was trained with a different model (model.config.hidden_size)" in line and "recipe.yaml" in line
+
+
+def test_a_token_file_of_another_dtype_is_refused(tmp_path, capsys):
+    """uint32 token ids where the manifest says uint16: twice the bytes, twice the instances."""
+    import json
+
+    import numpy as np
+    from test_text_data import make_tokenizer, text_recipe, write_corpus
+
+    from hf_arith.data.text import prepare
+    from hf_arith.training import recipe_from_dict
+
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    write_corpus(tmp_path / "corpus", count=20)
+    raw = text_recipe(tmp_path / "data", tmp_path / "tok",
+                      [{"name": "c", "paths": [str(tmp_path / "corpus" / "docs.jsonl")]}])
+    manifest = prepare(recipe_from_dict(raw).data)
+    assert manifest["dtype"] == "uint16" and len(tokenizer) == 400
+    tokens = tmp_path / "data" / "train.bin"
+    np.fromfile(tokens, np.uint16).astype(np.uint32).tofile(tokens)
+    (tmp_path / "r.yaml").write_text(json.dumps(raw))
+    assert main(["train", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    instances = manifest["train"]["instances"]
+    assert f"{tokens} holds {2 * instances} instances but manifest.json says {instances}" in one_line(capsys)

@@ -6,11 +6,18 @@ optimizer) plus `trainer_state.json` (the step, hence the data position) and the
 `recipe.yaml`. Where hf-arith shards the model itself (FSDP on CPU), the model and optimizer
 shards go to `sharded/` (`distributed.save_sharded_state`). It is written to a hidden temporary
 folder and renamed when complete; the `latest` file is replaced atomically and only ever names a
-complete checkpoint, so a run killed at any moment leaves a usable `latest`.
+complete checkpoint, so a run killed at any moment leaves a usable `latest`. Old checkpoints are
+renamed to a hidden `.trash_` name before they are deleted (a kill mid-delete leaves no half
+checkpoint under a `step_N` name); the retention policy never deletes the checkpoint `latest`
+names (and the trainer applies it only once a finite step has run from that checkpoint, so a
+diverging state never costs the good ones); the next save or retirement removes what a killed
+one left behind. A write that fails (disk full, read-only) removes its temporary folder and
+leaves the previous checkpoint and `latest` as they were.
 
 Example:
-    >>> save_checkpoint(accelerator, "runs/x", TrainState(step=100), recipe, keep_last=3)
+    >>> save_checkpoint(accelerator, "runs/x", TrainState(step=100), recipe)
     PosixPath('runs/x/checkpoints/step_100')
+    >>> retire_checkpoints("runs/x", keep_last=3)
     >>> find_checkpoint("runs/x", "latest")
     PosixPath('runs/x/checkpoints/step_100')
 """
@@ -21,14 +28,17 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from hf_arith.errors import HfArithError
 
-from .distributed import load_sharded_state, save_sharded_state, shards_itself
+from .distributed import SHARDED_DIR, load_sharded_state, save_sharded_state, shards_itself
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
@@ -36,6 +46,9 @@ logger = logging.getLogger("hf_arith.training")
 STATE_FILE = "trainer_state.json"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"step_(\d+)")
+# What writing a checkpoint raises on a full or read-only disk: Python's own writes raise OSError,
+# torch.save a RuntimeError ("file write failed"), safetensors a SafetensorError.
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
 
 @dataclass
@@ -44,11 +57,12 @@ class TrainState:
 
     Fields: `step` (optimizer steps done; the next global batch is `BatchSchedule.span(step)`),
     `examples` and `tokens` trained on, `skipped_steps` (non-finite loss or gradient),
-    `elapsed_s` (training wall-clock time, summed over resumes).
+    `elapsed_s` (training wall-clock time, summed over resumes), `log_window` (the sums the next
+    `metrics.jsonl` record averages, so that a resumed run logs the same numbers).
 
     Example:
         >>> TrainState(step=5).to_json()
-        '{"step": 5, "examples": 0, "tokens": 0, "skipped_steps": 0, "elapsed_s": 0.0}'
+        '{"step": 5, "examples": 0, "tokens": 0, "skipped_steps": 0, "elapsed_s": 0.0, "log_window": {}}'
     """
 
     step: int = 0
@@ -56,6 +70,7 @@ class TrainState:
     tokens: int = 0
     skipped_steps: int = 0
     elapsed_s: float = 0.0
+    log_window: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -78,62 +93,303 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """
     root = checkpoint_root(output_dir)
     found = [p for p in root.glob("step_*") if _STEP_DIR.fullmatch(p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+    return sorted(found, key=_step)
 
 
-def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, keep_last: int,
-                    model=None, optimizer=None) -> Path:
-    """Writes `checkpoints/step_<state.step>` (all processes must call it), points `latest` at it
-    and deletes all but the newest `keep_last` checkpoints. `model` and `optimizer` are needed
-    where hf-arith shards the model itself (Accelerate saves the ones it prepared).
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("_")[1])
+
+
+def any_process(accelerator, flag: bool) -> bool:
+    """True when `flag` is true on any process, so that all processes take the same branch.
 
     Example:
-        >>> save_checkpoint(accelerator, "runs/x", TrainState(step=10), recipe, keep_last=2).name
+        >>> any_process(accelerator, accelerator.is_main_process)
+        True
+    """
+    if accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
+
+
+def discard(path: Path) -> None:
+    """Deletes the folder `path` so that a kill at any moment leaves either all of it or nothing
+    under its name: one atomic rename to a hidden `.trash_` name, then the slow delete.
+
+    Example:
+        >>> discard(Path("runs/x/checkpoints/step_50"))
+    """
+    trash = path.with_name(f".trash_{path.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, model=None, optimizer=None) -> Path:
+    """Writes `checkpoints/step_<state.step>` (all processes must call it) and points `latest` at
+    it; older checkpoints stay until `retire_checkpoints`. `model` and `optimizer` are needed where
+    hf-arith shards the model itself (Accelerate saves the ones it prepared). A failed write
+    (disk full, read-only) is an `HfArithError`; the previous checkpoint and `latest` stay as they were.
+
+    Example:
+        >>> save_checkpoint(accelerator, "runs/x", TrainState(step=10), recipe).name
         'step_10'
     """
     root = checkpoint_root(output_dir)
     final = root / f"step_{state.step}"
     tmp = root / f".tmp_step_{state.step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if shards_itself(accelerator):
-        save_sharded_state(model, optimizer, tmp)
-    accelerator.wait_for_everyone()  # every process's RNG file is in before the rename
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(state.to_json())
-        save_recipe(recipe, tmp / "recipe.yaml")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        pointer = root / f".{LATEST}.tmp"
-        pointer.write_text(final.name + "\n")
-        os.replace(pointer, root / LATEST)
-        for old in list_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+    main = accelerator.is_main_process
+    error = None
+    if main:
+        try:
+            _remove_leftovers(root)
+            tmp.mkdir(parents=True)
+        except OSError as err:
+            error = err
+    _raise_if_failed(accelerator, error, tmp, final)
+    try:
+        accelerator.save_state(str(tmp))
+        if shards_itself(accelerator):
+            save_sharded_state(model, optimizer, tmp)
+    except WRITE_ERRORS as err:  # torch.save and safetensors report a full disk in their own words
+        error = err
+    _raise_if_failed(accelerator, error, tmp, final)  # also: every process's RNG file is in before the rename
+    if main:
+        try:
+            (tmp / STATE_FILE).write_text(state.to_json())
+            save_recipe(recipe, tmp / "recipe.yaml")
+            if final.exists():  # written by a run killed before it moved `latest` here
+                discard(final)
+            os.replace(tmp, final)
+            pointer = root / f".{LATEST}.tmp"
+            pointer.write_text(final.name + "\n")
+            os.replace(pointer, root / LATEST)
+        except OSError as err:
+            error = err
+    _raise_if_failed(accelerator, error, tmp, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Temporary and half-deleted folders of a run killed while saving or retiring checkpoints."""
+    for leftover in [*root.glob(".tmp_step_*"), *root.glob(".trash_*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _raise_if_failed(accelerator, error: Exception | None, tmp: Path, final: Path) -> None:
+    """After a failed write on any process: the temporary folder goes, `HfArithError` on every process."""
+    if not any_process(accelerator, error is not None):
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    latest = final.parent / LATEST
+    kept = (f"the previous checkpoint {latest.parent / latest.read_text().strip()} is intact and the latest "
+            f"pointer still names it" if latest.is_file() else "no earlier checkpoint exists")
+    cause = write_error_text(error, final.parent) if error is not None else "the write failed on another process"
+    raise HfArithError(f"could not write checkpoint {final}: {cause}; {kept}. Free some space or make "
+                       f"{final.parent} writable (or choose another --output-dir), then continue with --resume latest")
+
+
+def write_error_text(error: Exception, folder: Path) -> str:
+    """What went wrong in a failed write, with the free space left where it happened.
+
+    Example:
+        >>> write_error_text(OSError(28, "No space left on device"), Path("runs/x"))
+        'No space left on device (runs/x; 0 B free there)'
+    """
+    what = getattr(error, "strerror", None) or _first_line(error)
+    where = getattr(error, "filename", None) or folder
+    try:
+        free = f"; {_size(shutil.disk_usage(folder if folder.exists() else folder.parent).free)} free there"
+    except OSError:
+        free = ""
+    return f"{what} ({where}{free})"
+
+
+def latest_checkpoint(output_dir) -> Path | None:
+    """The checkpoint `checkpoints/latest` names, or None before the first save.
+
+    Example:
+        >>> latest_checkpoint("runs/x").name
+        'step_100'
+    """
+    pointer = checkpoint_root(output_dir) / LATEST
+    return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
+
+
+def retire_checkpoints(output_dir, keep_last: int) -> None:
+    """Keeps the checkpoint `latest` names and the `keep_last - 1` before it; deletes older ones,
+    later ones (left by a run that this one rewound to an earlier checkpoint: `latest` no longer
+    leads to them), and what a killed save left behind. Call it on the main process.
+
+    Example:
+        >>> retire_checkpoints("runs/x", keep_last=2)
+    """
+    newest = latest_checkpoint(output_dir)
+    if newest is None:
+        return
+    checkpoints = list_checkpoints(output_dir)
+    older = [c for c in checkpoints if _step(c) < _step(newest)]
+    later = [c for c in checkpoints if _step(c) > _step(newest)]
+    if later:
+        logger.warning(f"removing {', '.join(c.name for c in later)}: this run continued from an earlier checkpoint "
+                       f"and has saved {newest.name}")
+    for old in older[:max(len(older) - (keep_last - 1), 0)] + later:
+        discard(old)
+    _remove_leftovers(checkpoint_root(output_dir))
 
 
 def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None) -> TrainState:
     """Restores what `save_checkpoint` wrote (all processes must call it) and returns the run's
     `TrainState`. Sharded state loads on the same number of processes it was saved from.
 
+    Every pickled file (optimizer, scheduler, RNG states) is read with `torch.load(weights_only=True)`
+    (Accelerate's `load`): a file asking to run code when unpickled, or a corrupt one, is an
+    `HfArithError` naming it, and nothing in it runs.
+
     Example:
         >>> load_checkpoint(accelerator, Path("runs/x/checkpoints/step_100"), model, optimizer).step
         100
     """
-    accelerator.load_state(str(checkpoint))
+    checkpoint = Path(checkpoint)
+    # Accelerate only logs an RNG file it cannot read and goes on with other random numbers, which
+    # breaks the exact resume: read it first, so that a bad one is an error.
+    _load_tensors_only(checkpoint, checkpoint / f"random_states_{accelerator.process_index}.pkl")
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        for path in sorted(checkpoint.glob("*")):  # which file: probed only now, on the error path
+            if path.suffix in (".bin", ".pkl", ".pt"):
+                _load_tensors_only(checkpoint, path)
+        raise HfArithError(f"checkpoint {checkpoint} cannot be loaded ({_first_line(err)}); resume from another "
+                           f"checkpoint (--resume {checkpoint.parent}/step_N) or start a new --output-dir") from None
     if shards_itself(accelerator):
+        check_sharded_metadata(checkpoint / SHARDED_DIR / ".metadata")
         load_sharded_state(model, optimizer, checkpoint)
-    return TrainState.from_file(Path(checkpoint) / STATE_FILE)
+    return TrainState.from_file(checkpoint / STATE_FILE)
+
+
+# `torch.distributed.checkpoint` reads its `.metadata` with plain `pickle.load`, which runs whatever
+# the file asks for. The same bytes are read here first by an unpickler that builds only DCP's own
+# metadata types, torch sizes, dtypes and layouts, and paths.
+_SHARDED_METADATA_GLOBALS = {
+    ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib._local", "PosixPath"),
+    ("pathlib._local", "WindowsPath"),
+}
+
+
+class _ShardedMetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        import torch
+
+        allowed = ((module, name) in _SHARDED_METADATA_GLOBALS
+                   or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+                   or module == "torch.distributed.checkpoint.metadata")
+        if allowed:
+            found = super().find_class(module, name)
+            if module != "torch.distributed.checkpoint.metadata" or (isinstance(found, type) and
+                                                                     found.__module__ == module):
+                return found
+        raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
+
+
+def check_sharded_metadata(path: Path) -> None:
+    """`HfArithError` unless the sharded checkpoint's `.metadata` (a pickle) holds only
+    `torch.distributed.checkpoint`'s own metadata: nothing in it runs.
+
+    Example:
+        >>> check_sharded_metadata(Path("runs/x/checkpoints/step_100/sharded/.metadata"))
+    """
+    checkpoint = path.parent.parent
+    if not path.is_file():
+        raise HfArithError(f"checkpoint {checkpoint} has no {path.relative_to(checkpoint)}; it is incomplete: resume "
+                           f"from another checkpoint (--resume {checkpoint.parent}/step_N)")
+    try:
+        with path.open("rb") as f:
+            _ShardedMetadataUnpickler(f).load()
+    except Exception as err:  # noqa: BLE001 - whatever the unpickler met, the file is unusable
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        why = (f"it asks to run {found.group(1)} when unpickled, and hf-arith unpickles only "
+               f"torch.distributed.checkpoint's own metadata; it was not written by hf-arith, do not trust it"
+               if found else f"it is corrupt ({_first_line(err)})")
+        raise HfArithError(f"checkpoint file {path} cannot be loaded: {why}; resume from another checkpoint "
+                           f"(--resume {checkpoint.parent}/step_N) or start a new --output-dir") from None
+
+
+def _load_tensors_only(checkpoint: Path, path: Path):
+    """`torch.load(path, weights_only=True)` with Accelerate's allowed NumPy types (RNG states);
+    `HfArithError` naming the file if it is missing, corrupt, or asks to run code."""
+    from accelerate.utils import load
+
+    if not path.is_file():
+        raise HfArithError(f"checkpoint {checkpoint} has no {path.name}; it is incomplete or was saved by another "
+                           f"number of processes: resume it as it was launched, or from another checkpoint")
+    try:
+        return load(path, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - whatever the unpickler met, the file is unusable
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        why = (f"it asks to run {found.group(1)} when unpickled, and hf-arith loads checkpoint files as tensors "
+               f"only (torch.load(weights_only=True)); it was not written by hf-arith, do not trust it"
+               if found else f"it is corrupt ({_first_line(err)})")
+        raise HfArithError(f"checkpoint file {path} cannot be loaded: {why}; resume from another checkpoint "
+                           f"(--resume {checkpoint.parent}/step_N) or start a new --output-dir") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def checkpoint_bytes(num_parameters: int, checkpoints: int = 1) -> int:
+    """Bytes that `checkpoints` checkpoints and the final model of a model with `num_parameters`
+    need at least: fp32 weights and AdamW's two fp32 moments per checkpoint, the fp32 final
+    weights, and 1 MiB for RNG states, configs and the tokenizer.
+
+    Example:
+        >>> checkpoint_bytes(1_000_000)
+        17048576
+    """
+    return num_parameters * 4 * (3 * checkpoints + 1) + 2**20
+
+
+def check_output_dir(output_dir, needed_bytes: int) -> None:
+    """`HfArithError` unless `output_dir` (created if missing) takes a file and has `needed_bytes`
+    free: run before training, so that a read-only or full disk fails now and not at the first save.
+
+    Example:
+        >>> check_output_dir("runs/x", checkpoint_bytes(344_448))
+    """
+    out = Path(output_dir)
+    probe = out / f".write_test_{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"hf-arith")
+        probe.unlink()
+    except OSError as err:
+        raise HfArithError(f"cannot write to the output folder {out} ({err.strerror or err}); choose another "
+                           f"--output-dir, or make it writable") from None
+    free = shutil.disk_usage(out).free
+    if free < needed_bytes:
+        raise HfArithError(f"the output folder {out} has {_size(free)} free, but a checkpoint and the final model of "
+                           f"this run need about {_size(needed_bytes)}; free some space or choose another --output-dir")
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if num_bytes < 1024:
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return f"{num_bytes:.1f} TiB"
 
 
 def find_checkpoint(output_dir, resume: str | os.PathLike | None) -> Path | None:
-    """The checkpoint folder `resume` names: `"latest"` (what `checkpoints/latest` names; None,
-    with a warning, when the run has none yet), or a path to a `step_N` folder. None for None.
+    """The checkpoint folder `resume` names: `"latest"` (what `checkpoints/latest` names, else the
+    newest complete checkpoint; None, with a warning, when the run has none yet), or a path to a
+    `step_N` folder. None for None.
 
     Example:
         >>> find_checkpoint("runs/x", "latest").name
@@ -142,11 +398,15 @@ def find_checkpoint(output_dir, resume: str | os.PathLike | None) -> Path | None
     if resume in (None, "", False):
         return None
     if str(resume) == LATEST:
-        pointer = checkpoint_root(output_dir) / LATEST
-        if not pointer.is_file():
-            logger.warning(f"--resume latest: no checkpoint in {checkpoint_root(output_dir)} yet; starting from scratch")
-            return None
-        path = checkpoint_root(output_dir) / pointer.read_text().strip()
+        path = latest_checkpoint(output_dir)
+        if path is None:
+            complete = list_checkpoints(output_dir)
+            if not complete:
+                logger.warning(f"--resume latest: no checkpoint in {checkpoint_root(output_dir)} yet; starting from "
+                               f"scratch")
+                return None
+            # Killed between renaming the first checkpoint into place and writing `latest`.
+            path = complete[-1]
     else:
         path = Path(resume)
     if not (path / STATE_FILE).is_file():
@@ -191,4 +451,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-__all__ = ["TrainState", "check_resumable", "find_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+__all__ = ["WRITE_ERRORS", "TrainState", "any_process", "check_output_dir", "check_resumable", "check_sharded_metadata",
+           "checkpoint_bytes", "discard", "find_checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+           "retire_checkpoints", "save_checkpoint", "write_error_text"]

@@ -285,6 +285,11 @@ class TrainSpec:
         warmup_start_ratio: multiplier warmup starts from (OLMo: 0.1; the paper: 0).
         grad_clip: clip the total gradient L2 norm to this; null or 0 = no clipping.
         grad_clip_warmup: a different limit for the first steps (`steps`, `value`).
+        max_consecutive_nonfinite: a step whose loss or gradient norm is not finite is skipped (no
+            update), counted (`skipped_steps` in `metrics.jsonl`) and logged; more than this many
+            in a row stop the run with an error saying what to change, keeping the last checkpoint
+            saved before them (none is saved during such a streak). fp16's gradient scaler skips a
+            few steps at the start while it finds its scale, hence the margin. 0 stops at the first.
         mixed_precision: `no`, `bf16` or `fp16` autocast (weights and optimizer stay fp32).
         z_loss: coefficient of the z-loss `mean(logsumexp(logits)^2)` over label tokens (OLMo: 1e-4).
         compile: `torch.compile` the model.
@@ -321,6 +326,7 @@ class TrainSpec:
     warmup_start_ratio: float = 0.0
     grad_clip: float | None = 1.0
     grad_clip_warmup: ClipWarmupSpec | None = None
+    max_consecutive_nonfinite: int = 20
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     z_loss: float = 0.0
     compile: bool = False
@@ -644,6 +650,8 @@ def check_recipe(recipe: Recipe) -> None:
         need(t.grad_clip_warmup.steps >= 0 and t.grad_clip_warmup.value > 0,
              "train.grad_clip_warmup needs steps >= 0 and value > 0")
     need(t.time_budget_minutes is None or t.time_budget_minutes > 0, "train.time_budget_minutes must be positive")
+    need(t.max_consecutive_nonfinite >= 0,
+         f"train.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be 0 (stop at the first) or positive")
     if d.kind == "text":
         need(bool(d.path), "data.kind=text needs data.path (the folder `hf-arith data prepare` wrote)")
         need(bool(d.tokenizer), "data.kind=text needs data.tokenizer (a tokenizer folder or Hub id)")
@@ -784,7 +792,9 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None))
+    tmp = path.with_name(f".{path.name}.tmp")  # renamed into place: a run killed here leaves the old file whole
+    tmp.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None))
+    os.replace(tmp, path)
     return path
 
 

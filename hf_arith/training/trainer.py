@@ -33,8 +33,9 @@ import torch
 
 from hf_arith.errors import HfArithError, RecipeError
 
-from .checkpoints import (TrainState, check_resumable, find_checkpoint, list_checkpoints, load_checkpoint,
-                          save_checkpoint)
+from .checkpoints import (WRITE_ERRORS, TrainState, any_process, check_output_dir, check_resumable, checkpoint_bytes,
+                          find_checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, retire_checkpoints,
+                          save_checkpoint, write_error_text)
 from .distributed import (accelerator_kwargs, check_launch, full_state_dict, model_init_context, params_sharded,
                           prepare, set_deepspeed_clipping, steps_in_backward, unsharded)
 from .evaluators import build_evaluators
@@ -244,7 +245,8 @@ def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
 def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) -> Path:
     """`output_dir/final`: `save_pretrained` (safetensors) of the unwrapped model, the tokenizer,
     a greedy `GenerationConfig` with the tokenizer's special ids, and `recipe.yaml`. Written to a
-    temporary folder first, then renamed.
+    temporary folder first, then renamed, so that a run killed at any moment leaves the previous
+    `final/` or none, never a half one; a failed write (disk full, read-only) is an `HfArithError`.
 
     Example:
         >>> save_final(accelerator, model, tokenizer, recipe, Path("runs/x")).name
@@ -252,7 +254,7 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
     """
     from transformers import GenerationConfig
 
-    final, tmp = output_dir / "final", output_dir / ".final.tmp"
+    final, tmp, old = output_dir / "final", output_dir / ".final.tmp", output_dir / ".final.old"
     accelerator.wait_for_everyone()
     state_dict = full_state_dict(accelerator, model)  # gathered from the shards under FSDP / ZeRO-3
     if accelerator.is_main_process:
@@ -270,12 +272,22 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
         if getattr(config, "max_position_embeddings", None):
             generation["max_new_tokens"] = int(config.max_position_embeddings)
         unwrapped.generation_config = GenerationConfig(**{k: v for k, v in generation.items() if v is not None})
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped.save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-        save_recipe(recipe, tmp / "recipe.yaml")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            unwrapped.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            save_recipe(recipe, tmp / "recipe.yaml")
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+            os.replace(tmp, final)
+        except WRITE_ERRORS as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = "the previous final/ is intact" if final.exists() else "the checkpoints are intact"
+            raise HfArithError(f"could not write the final model {final}: {write_error_text(err, output_dir)}; "
+                               f"{kept}. Free some space or make {output_dir} writable, then rerun with "
+                               f"--resume latest to write it") from None
+        shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
@@ -290,16 +302,32 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines(keepends=True) if line.strip()]
+    if lines and not lines[-1].endswith("\n"):  # a run killed while writing it: the line may be torn
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return [json.loads(line) for line in lines]
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drops records after `step`: a resumed run rewrites what the interrupted one logged after its
-    last checkpoint."""
-    records = read_metrics(path)
-    kept = [r for r in records if r.get("step", 0) <= step]
-    if len(kept) != len(records):
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    last checkpoint (every record up to a checkpoint's step is logged before it is saved). Also
+    drops a last line torn by a kill. Replaced atomically, so a kill here loses nothing."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines
+            if line.endswith("\n") and line.strip() and json.loads(line).get("step", 0) <= step]
+    if kept != lines:
+        _write_atomically(path, "".join(kept))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
@@ -330,8 +358,10 @@ def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> P
     ax.set_title(Path(metrics_path).parent.name)
     fig.tight_layout()
     out_path = Path(out_path)
-    fig.savefig(out_path, dpi=120)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")  # renamed into place: never a half-written image
+    fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    os.replace(tmp, out_path)
     return out_path
 
 
@@ -345,6 +375,11 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     `resume`: `"latest"` or a checkpoint folder; restores model, optimizer, scheduler, RNG states
     and the step, so the run continues exactly as if it had not stopped. Also writes
     `output_dir/{recipe.yaml, metrics.jsonl, loss.png, checkpoints/, tensorboard/}`.
+
+    What can go wrong is an `HfArithError` saying what to do: an output folder that cannot be
+    written or is too small for a checkpoint (before training), a failed save (the previous
+    checkpoint stays), more than `train.max_consecutive_nonfinite` non-finite steps in a row
+    (nothing of the diverged state is saved).
 
     Example:
         >>> final = train(load_recipe("recipes/abacus/addition_cpu.yaml"), resume="latest")
@@ -366,6 +401,8 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     source = build_source(recipe.data, recipe.seed, tokenizer)
     with model_init_context(accelerator):  # ZeRO-3 may build it partitioned
         model = build_model(recipe.model, tokenizer)
+    num_parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    _check_output_dir(accelerator, out, checkpoint_bytes(num_parameters, checkpoints=1 if t.save_every else 0))
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model, optimizer, scheduler = prepare(accelerator, model, t)
@@ -403,8 +440,16 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
 
     bar = tqdm(total=t.max_steps, initial=state.step, disable=not (main and t.progress_bar), desc="train",
                dynamic_ncols=True)
-    window = {"loss": 0.0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
-    last_saved = last_evaluated = state.step if checkpoint is not None else -1
+    # Sums since the last record; saved in checkpoints, so that a resumed run logs the same averages.
+    window = {"loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
+    window.update(state.log_window)
+    last_saved = state.step if checkpoint is not None else -1
+    nonfinite = []  # the steps of the current run of non-finite steps; no checkpoint is saved inside one
+    save_due = False
+    # Older checkpoints are deleted (keep_last) only once a finite step has run from the newest: an
+    # update that ruins the weights without a non-finite number shows only in the next step. A
+    # resumed checkpoint is confirmed (and what killed runs left behind is removed) the same way.
+    unconfirmed = checkpoint is not None and checkpoint == latest_checkpoint(out)
     budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
     model.train()
     while state.step < t.max_steps:
@@ -435,10 +480,16 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
             skipped = False
         else:
             skipped = True
+        # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
+        nonfinite = nonfinite + [step + 1] if skipped else []
         if skipped:
             state.skipped_steps += 1
-            logger.warning(f"step {step}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
-                           f"update skipped ({state.skipped_steps} so far)")
+            logger.warning(f"step {step + 1}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
+                           f"update skipped ({state.skipped_steps} so far, {len(nonfinite)} in a row)")
+        elif unconfirmed:
+            if main:
+                retire_checkpoints(out, t.keep_last)
+            unconfirmed = False
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -454,14 +505,16 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         window["time"] += elapsed
         if math.isfinite(stats["loss"]):
             window["loss"] += stats["loss"]
+            window["finite"] += 1
         bar.update(1)
 
         done = state.step == t.max_steps
-        out_of_time = budget_s is not None and _any_process(accelerator, state.elapsed_s > budget_s)
-        if state.step % t.log_every == 0 or done or out_of_time:
+        out_of_time = budget_s is not None and any_process(accelerator, state.elapsed_s > budget_s)
+        diverged = len(nonfinite) > t.max_consecutive_nonfinite
+        if state.step % t.log_every == 0 or done or out_of_time or diverged:
             record = {
                 "step": state.step,
-                "loss": window["loss"] / max(window["steps"], 1),
+                "loss": window["loss"] / window["finite"] if window["finite"] else math.nan,
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "batch_size": stop - start,
@@ -478,23 +531,34 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
                 logger.info(f"step {state.step}/{t.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
                             f"grad_norm {grad_norm:.3f} {record['examples_per_s']:.0f} examples/s")
             window = dict.fromkeys(window, 0)
+        if diverged:
+            raise _diverged(recipe, nonfinite, unconfirmed)
 
-        if t.save_every and (state.step % t.save_every == 0 or done or out_of_time):
-            save_checkpoint(accelerator, out, state, recipe, t.keep_last, model, optimizer)
-            last_saved = state.step
-        if t.eval_every and state.step % t.eval_every == 0 and evaluators:
+        # Evaluate before saving: every record up to a checkpoint's step is then in metrics.jsonl
+        # before the checkpoint exists, and a resumed run neither repeats nor misses one.
+        stopping = done or out_of_time
+        if evaluators and ((t.eval_every and state.step % t.eval_every == 0) or (stopping and recipe.eval.at_end)):
             log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
-            last_evaluated = state.step
+        save_due = save_due or bool(t.save_every) and (state.step % t.save_every == 0 or stopping)
+        # Inside a run of non-finite steps (or past an update that overflowed the weights) the save
+        # waits: retention must not delete the good checkpoints for a state that may be diverging.
+        if save_due and not nonfinite and _weights_finite(accelerator, model):
+            state.log_window = dict(window)
+            save_checkpoint(accelerator, out, state, recipe, model, optimizer)
+            last_saved, save_due, unconfirmed = state.step, False, True
         if out_of_time and not done:
             logger.warning(f"time budget of {t.time_budget_minutes} min reached at step {state.step}/{t.max_steps}; "
                            f"stopping early (the learning-rate schedule assumed {t.max_steps} steps)")
             break
     bar.close()
 
-    if recipe.eval.at_end and evaluators and last_evaluated != state.step:
-        log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
+    if not _weights_finite(accelerator, model):
+        raise _diverged(recipe, nonfinite or [state.step], unconfirmed, weights=True)
     if t.save_every and last_saved != state.step:
-        save_checkpoint(accelerator, out, state, recipe, t.keep_last, model, optimizer)
+        state.log_window = dict(window)
+        save_checkpoint(accelerator, out, state, recipe, model, optimizer)
+    if t.save_every and main:
+        retire_checkpoints(out, t.keep_last)
     final = save_final(accelerator, model, tokenizer, recipe, out)
     if main:
         plot_loss(metrics_path, out / "loss.png")
@@ -510,11 +574,54 @@ def _trace(trace_dir: str, rank: int, step: int, start: int, stop: int, examples
         f.write(json.dumps(record) + "\n")
 
 
-def _any_process(accelerator, flag: bool) -> bool:
-    """True when `flag` is true on any process (clocks differ; all must stop at the same step)."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
+def _check_output_dir(accelerator, out: Path, needed_bytes: int) -> None:
+    """`checkpoints.check_output_dir` on the main process; every process raises if it fails."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            check_output_dir(out, needed_bytes)
+        except HfArithError as err:
+            error = err
+    if any_process(accelerator, error is not None):
+        raise error or HfArithError(f"the output folder {out} cannot be used; see the main process's error")
+
+
+def _weights_finite(accelerator, model) -> bool:
+    """Whether every parameter (this process's shard of it) is finite, on all processes. A finite
+    gradient can still overflow the weights (a huge learning rate, weight decay included)."""
+    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())
+                for p in model.parameters())
+    return not any_process(accelerator, not local)
+
+
+def _diverged(recipe: Recipe, steps: list[int], unconfirmed: bool, weights: bool = False) -> HfArithError:
+    """The error that stops a diverged run: what happened, where, what was kept, what to change.
+    `unconfirmed`: no finite step has run from the newest checkpoint, so the one before is the good one."""
+    t = recipe.train
+    what = (f"the weights are no longer finite after step {steps[-1]}" if weights else
+            f"{len(steps)} steps in a row ({steps[0]}..{steps[-1]}) had a non-finite loss or gradient norm, more "
+            f"than train.max_consecutive_nonfinite={t.max_consecutive_nonfinite}; their updates were skipped")
+    latest = latest_checkpoint(recipe.output_dir)
+    checkpoints = list_checkpoints(recipe.output_dir)
+    earlier = checkpoints[:checkpoints.index(latest)] if latest in checkpoints else []
+    if latest is None:
+        kept, then = "no checkpoint was saved", "train again"
+    elif not unconfirmed:
+        kept, then = f"nothing was saved after {latest.name}, which is intact", f"continue with --resume {latest}"
+    elif earlier:
+        kept = (f"nothing was saved after {latest.name}, and already the first step from it was not finite, so "
+                f"{earlier[-1].name}, before it, is the last good checkpoint")
+        then = f"continue with --resume {earlier[-1]}"
+    else:
+        kept = f"nothing was saved after {latest.name}, and already the first step from it was not finite"
+        then = f"continue with --resume {latest}, or train again in a new --output-dir if that fails at once"
+    fixes = [f"lower train.lr (now {t.lr:g})"]
+    if not t.grad_clip:
+        fixes.append("set train.grad_clip (e.g. 1.0)")
+    if t.mixed_precision == "fp16":
+        fixes.append("use train.mixed_precision=bf16 instead of fp16")
+    fixes.append(f"lengthen train.warmup (now {t.warmup})")
+    return HfArithError(f"training diverged: {what}; {kept}. To fix: {', '.join(fixes)}; then {then}")
 
 
 __all__ = ["build_model", "make_accelerator", "plot_loss", "read_metrics", "run_evaluators", "save_final", "train",
