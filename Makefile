@@ -28,5 +28,12 @@ test: setup
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
 
+# Each benchmark prints a markdown table (copied into BENCHMARKS.md); run on a quiet machine.
 bench: setup
-	$(PYTHON) benchmarks/decode_kv_cache.py
+	mkdir -p benchmarks/results
+	$(PYTHON) benchmarks/decode_kv_cache.py --configs quickstart --batch-size 32 | tee benchmarks/results/decode.md
+	$(PYTHON) benchmarks/olmo_train_step.py | tee benchmarks/results/olmo_train_step.md
+	$(PYTHON) benchmarks/olmo_train_step.py --compile --no-memory | tee benchmarks/results/olmo_train_step_compile.md
+	$(PYTHON) benchmarks/abacus_train.py | tee benchmarks/results/abacus_train.md
+	$(PYTHON) benchmarks/data_pipeline.py | tee benchmarks/results/data_pipeline.md
+	$(PYTHON) benchmarks/scaling.py --out benchmarks/results/scaling.png | tee benchmarks/results/scaling.md

@@ -163,4 +163,6 @@ def test_a_token_file_of_another_dtype_is_refused(tmp_path, capsys):
     (tmp_path / "r.yaml").write_text(json.dumps(raw))
     assert main(["train", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
     instances = manifest["train"]["instances"]
-    assert f"{tokens} holds {2 * instances} instances but manifest.json says {instances}" in one_line(capsys)
+    expected = f"{tokens} holds {2 * instances} instances of 16 uint16 tokens but manifest.json says {instances}"
+    line = one_line(capsys)
+    assert expected in line and "written with another dtype" in line

@@ -475,8 +475,9 @@ def open_instances(path: str | os.PathLike, entry: dict, manifest: dict) -> np.m
         raise HfArithError(f"{file} is truncated or corrupt: {size} bytes is not a whole number of instances of "
                            f"{L} {dtype.name} tokens ({row} bytes); prepare the data again")
     if size // row != entry["instances"]:
-        raise HfArithError(f"{file} holds {size // row} instances but {MANIFEST} says {entry['instances']}; "
-                           f"the file is truncated or from another run of prepare; prepare the data again")
+        raise HfArithError(f"{file} holds {size // row} instances of {L} {dtype.name} tokens but {MANIFEST} says "
+                           f"{entry['instances']}; the file was written with another dtype, is truncated, or comes "
+                           f"from another run of prepare; prepare the data again")
     if entry["instances"] == 0:
         return np.zeros((0, L), dtype=dtype)
     return np.memmap(file, dtype=dtype, mode="r", shape=(entry["instances"], L))
