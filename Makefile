@@ -34,6 +34,7 @@ bench: setup
 	$(PYTHON) benchmarks/decode_kv_cache.py --configs quickstart --batch-size 32 | tee benchmarks/results/decode.md
 	$(PYTHON) benchmarks/olmo_train_step.py | tee benchmarks/results/olmo_train_step.md
 	$(PYTHON) benchmarks/olmo_train_step.py --compile --no-memory | tee benchmarks/results/olmo_train_step_compile.md
-	$(PYTHON) benchmarks/abacus_train.py | tee benchmarks/results/abacus_train.md
+	$(PYTHON) benchmarks/abacus_train.py --micro 32 | tee benchmarks/results/abacus_train.md
+	$(PYTHON) benchmarks/abacus_train.py --micro 32 --alpha 0 | tee benchmarks/results/abacus_train_full_depth.md
 	$(PYTHON) benchmarks/data_pipeline.py | tee benchmarks/results/data_pipeline.md
 	$(PYTHON) benchmarks/scaling.py --out benchmarks/results/scaling.png | tee benchmarks/results/scaling.md

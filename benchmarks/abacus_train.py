@@ -10,14 +10,15 @@ median step time after warm-up is reported. A step is the trainer's: collate, fo
 - bucketed: the batch sorted by length first, as the trainer does (`data.bucket_by_length`).
 Padding waste is the fraction of computed token positions that are padding.
 
-FLOP/s count only the matmuls of a full-depth pass (6 x matmul parameters x tokens, plus
-attention's 12 x layers x recurrences x d x T^2 per sequence); with the progressive loss some
-steps run fewer recurrences with gradient, so the figure is an upper bound there, and exact with
-`--alpha 0`. The fraction is of this machine's measured 2-thread matmul peak (135 GFLOP/s fp32,
-370 GFLOP/s bf16; see BENCHMARKS.md).
+FLOP/s count the matmuls of a full-depth pass (6 x matmul parameters x tokens, plus attention's
+12 x layers x recurrences x d x T^2 per sequence), so they are given only with `--alpha 0`: the
+progressive loss runs a random number of recurrences with and without gradient per step, and a
+full-depth count would overstate its work. The fraction is of this machine's measured 2-thread
+matmul peak (135 GFLOP/s fp32, 370 GFLOP/s bf16; see BENCHMARKS.md).
 
 Example:
-    python benchmarks/abacus_train.py                     # fp32 and bf16, padded and bucketed
+    python benchmarks/abacus_train.py --micro 32          # the recipe's step; fp32 and bf16, padded and bucketed
+    python benchmarks/abacus_train.py --micro 32 --alpha 0  # full depth: exact FLOP/s and fraction of peak
     python benchmarks/abacus_train.py --compile --steps 30
 """
 
@@ -122,9 +123,11 @@ def main(argv=None) -> None:
         rate = v["examples"] / total
         reference = reference or rate
         gflops = v["flops"] / total / 1e9
+        flop_columns = "n/a | n/a" if config.progressive_loss_alpha else f"{gflops:.1f} | {gflops / PEAK_GFLOPS[v['dtype']]:.0%}"
         print(f"| {name} | {1000 * median:.0f} | {rate:.0f} | {v['tokens'] / total:.0f} | "
-              f"{1 - v['tokens'] / v['positions']:.1%} | {gflops:.1f} | {gflops / PEAK_GFLOPS[v['dtype']]:.0%} | "
-              f"{rate / reference:.2f}x |")
+              f"{1 - v['tokens'] / v['positions']:.1%} | {flop_columns} | {rate / reference:.2f}x |")
+    if config.progressive_loss_alpha:
+        print("\nGFLOP/s: n/a with the progressive loss (random depth per step); run with --alpha 0 for them.")
 
 
 if __name__ == "__main__":

@@ -443,7 +443,7 @@ def test_a_truncated_token_file_is_refused(prepared, tmp_path):
         instance_source(path, seed=0)
     with open(path / "train.bin", "r+b") as f:
         f.truncate(size - 2 * 16 * 2)  # two whole instances short
-    with pytest.raises(HfArithError, match="instances but manifest.json says"):
+    with pytest.raises(HfArithError, match="uint16 tokens but manifest.json says"):
         instance_source(path, seed=0)
     (path / "manifest.json").unlink()
     with pytest.raises(HfArithError, match="hf-arith data prepare"):

@@ -12,7 +12,7 @@ Example:
     >>> tokenizer = AutoTokenizer.from_pretrained("runs/addition_cpu/final", trust_remote_code=True)
     >>> result = evaluate_grid(model, tokenizer, "addition", lengths_a=range(1, 31), samples=20)
     >>> result.summary()["out_of_distribution"]["accuracy"]
-    0.93
+    0.057
     >>> result.to_json("eval/results.json"); result.heatmap("eval/heatmap.png")
 """
 
