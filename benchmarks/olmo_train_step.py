@@ -58,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     parser.add_argument("--no-fused", action="store_true", help="plain AdamW instead of the fused kernel")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--peak-gflops", type=float,
+                        help="the device's matmul peak for the fraction-of-peak row (default: this project's "
+                             "measured 2-thread CPU peak, 135 fp32 / 370 bf16; none on other devices)")
     parser.add_argument("--memory-of", choices=["ours", "native"], help=argparse.SUPPRESS)  # subprocess mode
     return parser.parse_args(argv)
 
@@ -90,6 +93,16 @@ def build(args, which=("ours", "native")):
     batches = [torch.randint(0, args.vocab, (args.batch, args.seq), generator=generator).to(args.device)
                for _ in range(4)]
     return models, batches
+
+
+def matmul_gflops_per_step(args) -> float:
+    """Counted training matmul FLOPs of one step, in GFLOP: 6 x matmul parameters x tokens for the
+    projections and the LM head, and for attention's two products 6 x d x T^2 per layer and
+    sequence (12 x d x T^2 halved: causal kernels skip the masked half)."""
+    d, f = args.hidden, args.intermediate or 4 * args.hidden
+    projections = args.layers * (4 * d * d + 3 * d * f) + d * args.vocab
+    attention = 6 * args.layers * d * args.seq**2 * args.batch
+    return (6 * projections * args.batch * args.seq + attention) / 1e9
 
 
 def adamw(model, fused: bool):
@@ -201,6 +214,11 @@ def main(argv=None) -> None:
           f"{median['ours'] / median['native']:.3f} |")
     print(f"| throughput (tokens/s) | {tokens / median['ours']:,.0f} | {tokens / median['native']:,.0f} | "
           f"**{median['native'] / median['ours']:.3f}x** |")
+    peak = args.peak_gflops or ({"fp32": 135.0, "bf16": 370.0}[args.dtype] if args.device == "cpu" else None)
+    gflops = {name: matmul_gflops_per_step(args) / median[name] for name in median}
+    print(f"| counted matmul GFLOP/s{f' (of a {peak:.0f} GFLOP/s peak)' if peak else ''} | "
+          + " | ".join(f"{gflops[n]:.0f}{f' ({gflops[n] / peak:.0%})' if peak else ''}" for n in ("ours", "native"))
+          + f" | {gflops['ours'] / gflops['native']:.3f} |")
     if memory:
         label = "peak GPU memory allocated (MiB)" if memory["ours"]["growth"] is None else "peak RSS (MiB)"
         print(f"| {label} | {memory['ours']['peak']:,.0f} | {memory['native']['peak']:,.0f} | "

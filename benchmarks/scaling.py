@@ -28,6 +28,9 @@ SWEEPS = {
     "hidden": [64, 128, 256, 512],
     "recurrences": [1, 2, 4, 8, 16],
 }
+# --quick: a smoke run of the whole script in seconds (the test suite's).
+QUICK_BASE = {"hidden": 64, "layers": 1, "recurrences": 1, "seq": 32, "batch": 2}
+QUICK_SWEEPS = {"seq": [32, 64], "hidden": [64, 128], "recurrences": [1, 2]}
 
 
 def rss_mib(field: str) -> float:
@@ -75,27 +78,29 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/scaling.png")
+    parser.add_argument("--quick", action="store_true", help="two small points per knob (a smoke run)")
     parser.add_argument("--point", help=argparse.SUPPRESS)  # subprocess mode: one JSON point
     args = parser.parse_args(argv)
     if args.point:
         print(json.dumps(measure(json.loads(args.point), args.steps, args.device)))
         return
 
+    base_point, sweeps = (QUICK_BASE, QUICK_SWEEPS) if args.quick else (BASE, SWEEPS)
     results = {}
-    for knob, values in SWEEPS.items():
+    for knob, values in sweeps.items():
         for value in values:
-            point = {**BASE, knob: value}
+            point = {**base_point, knob: value}
             done = subprocess.run([sys.executable, __file__, "--point", json.dumps(point), "--steps", str(args.steps),
                                    "--device", args.device], capture_output=True, text=True, check=True)
             results[(knob, value)] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{knob}={value}: {results[(knob, value)]}", file=sys.stderr)
 
-    print(f"\nbase: d={BASE['hidden']}, {BASE['layers']}x{BASE['recurrences']}, T={BASE['seq']}, "
-          f"batch {BASE['batch']}, {args.device}; one knob varies at a time\n")
+    print(f"\nbase: d={base_point['hidden']}, {base_point['layers']}x{base_point['recurrences']}, T={base_point['seq']}, "
+          f"batch {base_point['batch']}, {args.device}; one knob varies at a time\n")
     print("| knob | value | step (ms) | x base | memory (MiB) | x base |")
     print("|---|---:|---:|---:|---:|---:|")
-    for knob, values in SWEEPS.items():
-        base = results[(knob, BASE[knob])]
+    for knob, values in sweeps.items():
+        base = results[(knob, base_point[knob])]
         for value in values:
             r = results[(knob, value)]
             print(f"| {knob} | {value} | {r['step_ms']:.1f} | {r['step_ms'] / base['step_ms']:.2f} | "
@@ -106,8 +111,8 @@ def main(argv=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SWEEPS), figsize=(4.2 * len(SWEEPS), 3.6))
-    for ax, (knob, values) in zip(axes, SWEEPS.items()):
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.6))
+    for ax, (knob, values) in zip(axes, sweeps.items()):
         ax.plot(values, [results[(knob, v)]["step_ms"] for v in values], marker="o", color="tab:blue")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -117,7 +122,9 @@ def main(argv=None) -> None:
         mem.plot(values, [results[(knob, v)]["memory_mib"] for v in values], marker="s", color="tab:red")
         mem.set_yscale("log")
         mem.set_ylabel("peak memory growth (MiB)", color="tab:red")
-    fig.suptitle(f"Looped Abacus model, training step on {args.device} (base d=128, 2x2, T=64, batch 64)")
+    fig.suptitle(f"Looped Abacus model, training step on {args.device} "
+                 f"(base d={base_point['hidden']}, {base_point['layers']}x{base_point['recurrences']}, "
+                 f"T={base_point['seq']}, batch {base_point['batch']})")
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

@@ -52,6 +52,20 @@ IGNORE_INDEX = -100
 # Model
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (non-reentrant), under either transformers name:
+    `activation_checkpointing_enable` in newer releases, `gradient_checkpointing_enable` (deprecated) in older.
+
+    Example:
+        >>> enable_activation_checkpointing(model)
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def build_model(spec: ModelSpec, tokenizer=None):
     """A freshly initialised causal LM for `spec` (initialised from torch's global RNG: seed first).
 
@@ -404,7 +418,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     num_parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     _check_output_dir(accelerator, out, checkpoint_bytes(num_parameters, checkpoints=1 if t.save_every else 0))
     if t.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model, optimizer, scheduler = prepare(accelerator, model, t)
     # Only the training forward is compiled; evaluation and generation call the plain module.
     forward = torch.compile(model) if t.compile else model
