@@ -86,6 +86,8 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="eval", help="folder for results.json and heatmap.png")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-recurrences", type=int, help="override the looped block's recurrences")
+    parser.add_argument("--abacus-offset", type=int,
+                        help="override the offset added to digit positions (default: the one calibrated in training)")
     parser.add_argument("--seed", type=int, help="evaluation seed (disjoint from training streams)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     parser.add_argument("--train-max-digits", type=int, help="in-distribution bound (default: from the recipe)")
@@ -98,7 +100,8 @@ def run_eval(args: argparse.Namespace) -> int:
     kwargs = {"seed": args.seed} if args.seed is not None else {}
     evaluate(args.model, task=args.task, lengths=args.lengths, samples=args.samples, out_dir=args.out,
              batch_size=args.batch_size, num_recurrences=args.num_recurrences, device=args.device,
-             train_max_digits=args.train_max_digits, eval_set_path=args.eval_set, **kwargs)
+             train_max_digits=args.train_max_digits, eval_set_path=args.eval_set, abacus_offset=args.abacus_offset,
+             **kwargs)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The `hf-arith` command line as a user runs it: exit codes, one-line errors, the same run
 through `accelerate launch`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,18 @@ def test_generate_refuses_numbers_longer_than_the_abacus_table(saved, capsys):
     assert main(["generate", str(saved), "1" * 40 + "+1"]) == 2
     line = error_line(capsys)
     assert "Abacus table" in line and "abacus_num_positions=24" in line
+
+
+def test_eval_abacus_offset_override_is_applied_recorded_and_bounded(saved, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert main(["eval", str(saved), "--lengths", "1-2", "--samples", "2", "--out", str(out), "--abacus-offset", "3"]) == 0
+    assert json.loads((out / "results.json").read_text())["abacus_eval_offset"] == 3
+    capsys.readouterr()
+    # Applied, not just recorded: a large offset leaves too few of the 24 rows for 3-digit sums.
+    assert main(["eval", str(saved), "--lengths", "3-3", "--samples", "2", "--out", str(out), "--abacus-offset", "20"]) == 2
+    assert "Abacus table" in error_line(capsys)
+    assert main(["eval", str(saved), "--lengths", "1-2", "--samples", "2", "--out", str(out), "--abacus-offset", "30"]) == 2
+    assert "give an offset from 0 to 22" in error_line(capsys)
 
 
 def test_train_resume_and_eval_from_the_command_line(tmp_path, capsys):

@@ -229,3 +229,28 @@ def test_abacus_offset_calibration_picks_the_best_offset_and_keeps_it():
     metrics = calibrate(oracle, step=0)
     assert metrics["offset"] == 4 and oracle.config.abacus_eval_offset == 4  # ties go to the smaller offset
     assert metrics["exact_match"] == 1.0 and metrics["exact_match/offset_0"] == 0.75
+
+
+def test_abacus_offset_calibration_on_longer_problems_uses_exactly_those_lengths():
+    """`lengths` swaps the in-distribution problems for a validation grid just beyond training."""
+    from hf_arith.tokenization import build_arith_tokenizer
+    from hf_arith.training.evaluators import build_evaluators
+    from hf_arith.training.recipe import EvaluatorSpec
+
+    class Recording(OffsetOracle):
+        seen = []
+
+        def forward(self, input_ids, labels, **kwargs):
+            self.seen.append(input_ids.clone())
+            return super().forward(input_ids, labels, **kwargs)
+
+    recipe = tiny_recipe(Path("unused"))
+    recipe.eval.evaluators = [EvaluatorSpec("abacus_eval_offset", {"offsets": "0-2", "samples": 5, "lengths": "7-8"})]
+    [(_, calibrate)] = build_evaluators(recipe, None)
+    oracle = Recording(good={2}, wrong_share=0.5)
+    assert calibrate(oracle, step=0)["offset"] == 2
+    tokenizer = build_arith_tokenizer()
+    prompts = {tokenizer.decode(row, skip_special_tokens=True).split("=")[0] for batch in oracle.seen for row in batch}
+    lengths = {(len(p.split("+")[0]), len(p.split("+")[1])) for p in prompts}
+    assert lengths == {(7, 7), (7, 8), (8, 7), (8, 8)}, lengths
+    assert len(prompts) == 4 * 5

@@ -142,12 +142,14 @@ def run_eval(
     dtype: str | None = None,
     progress: bool = True,
     eval_set_path: str | os.PathLike | None = None,
+    abacus_offset: int | None = None,
 ) -> GridResult:
     """`hf-arith eval`: evaluate a saved model on a length grid, write `results.json` and
     `heatmap.png` to `out_dir`, print a short table. `task=None` takes the model's training task
     from its `recipe.yaml` (else addition). `eval_set_path` evaluates a set saved by
     `hf-arith data eval-set` (a folder, .jsonl or .parquet) or a Hub dataset id instead of drawing
-    one from `lengths`/`samples`/`seed`.
+    one from `lengths`/`samples`/`seed`. `abacus_offset` overrides the offset the model adds to
+    digit positions (`config.abacus_eval_offset`, chosen in training by `abacus_eval_offset`).
 
     Example:
         >>> run_eval("runs/addition_cpu/final", "addition", "1-30", samples=20, out_dir="runs/addition_cpu/eval")
@@ -159,6 +161,8 @@ def run_eval(
     task = task or trained_task or "addition"
     dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
     model, tokenizer = load_model(model_dir, device, dtype)
+    if abacus_offset is not None:
+        set_abacus_offset(model, abacus_offset)
     result = evaluate_grid(
         model, tokenizer, task, **parse_lengths(lengths), dataset=dataset, samples=samples, seed=seed,
         batch_size=batch_size,
@@ -171,6 +175,25 @@ def run_eval(
     print(result.table())
     print(f"\nwrote {json_path} and {png_path} ({result.elapsed_s:.1f}s of decoding)")
     return result
+
+
+def set_abacus_offset(model, offset: int) -> None:
+    """Makes `model` add `offset` to every digit's Abacus position at inference.
+
+    Example:
+        >>> set_abacus_offset(model, 9)
+    """
+    from hf_arith.errors import HfArithError
+
+    from .grid import abacus_offset_of
+
+    if abacus_offset_of(model) is None:
+        raise HfArithError(f"--abacus-offset {offset}: this model has no Abacus embedding; drop the option")
+    rows = int(model.config.abacus_num_positions)
+    if not 0 <= offset < rows - 1:
+        raise HfArithError(f"--abacus-offset {offset}: give an offset from 0 to {rows - 2} (the model's Abacus "
+                           f"table has {rows} rows, and the offset leaves fewer of them for long numbers)")
+    model.config.abacus_eval_offset = int(offset)
 
 
 def _load_eval_set(path: str | os.PathLike):

@@ -197,6 +197,7 @@ class GridResult:
     train_max: tuple[int, int] = (DEFAULT_TRAIN_MAX_DIGITS, DEFAULT_TRAIN_MAX_DIGITS)
     model_name: str = ""
     num_recurrences: int | None = None
+    abacus_eval_offset: int | None = None  # the Abacus offset the model used (None: no Abacus)
     samples: int = 0
     seed: int | None = None
     mode: str = "grid"  # "grid" (every cell) or "pairs" (listed cells, e.g. equal lengths)
@@ -293,6 +294,7 @@ class GridResult:
             "task": self.task,
             "model": self.model_name,
             "num_recurrences": self.num_recurrences,
+            "abacus_eval_offset": self.abacus_eval_offset,
             "mode": self.mode,
             "samples_per_cell": self.samples,
             "seed": self.seed,
@@ -754,8 +756,21 @@ def evaluate_grid(
     return GridResult(
         task=name, lengths_a=lengths_a, lengths_b=lengths_b, correct=correct, total=total, train_max=train_max,
         model_name=model_name, num_recurrences=num_recurrences, samples=samples, seed=seed, mode=mode,
-        failures=failures, elapsed_s=round(elapsed, 3),
+        failures=failures, elapsed_s=round(elapsed, 3), abacus_eval_offset=abacus_offset_of(model),
     )
+
+
+def abacus_offset_of(model) -> int | None:
+    """The Abacus offset `model` applies outside training, or None when it has no Abacus embedding.
+
+    Example:
+        >>> abacus_offset_of(model)
+        0
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "embedding_positions", None) != "abacus" and not getattr(config, "abacus", False):
+        return None
+    return int(getattr(config, "abacus_eval_offset", 0))
 
 
 def evaluate_equal_lengths(
