@@ -10,8 +10,9 @@ median step time after warm-up is reported. A step is the trainer's: collate, fo
 - bucketed: the batch sorted by length first, as the trainer does (`data.bucket_by_length`).
 Padding waste is the fraction of computed token positions that are padding.
 
-FLOP/s count the matmuls of a full-depth pass (6 x matmul parameters x tokens, plus attention's
-12 x layers x recurrences x d x T^2 per sequence), so they are given only with `--alpha 0`: the
+FLOP/s count the matmuls of a full-depth pass (`flops.training_matmul_flops`: 6 x matmul
+parameters x tokens, plus attention's causal half of 12 x layers x recurrences x d x T^2 per
+sequence), so they are given only with `--alpha 0`: the
 progressive loss runs a random number of recurrences with and without gradient per step, and a
 full-depth count would overstate its work. The fraction is of this machine's measured 2-thread
 matmul peak (135 GFLOP/s fp32, 370 GFLOP/s bf16; see BENCHMARKS.md).
@@ -32,25 +33,21 @@ from pathlib import Path
 
 import torch
 
+from flops import PEAK_GFLOPS, training_matmul_flops  # benchmarks/flops.py, beside this script
+
 from hf_arith.training import load_recipe
 from hf_arith.training.optim import build_optimizer
 from hf_arith.training.sources import ArithmeticSource, micro_batches
 from hf_arith.training.trainer import build_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "abacus" / "addition_cpu.yaml"
-PEAK_GFLOPS = {"fp32": 135.0, "bf16": 370.0}
 
 
 def matmul_flops(config, batch: dict) -> float:
     """Training FLOPs of the matmuls of one full-depth step on `batch` (padding included)."""
-    d, f = config.hidden_size, config.intermediate_size
-    per_layer = 4 * d * d + 3 * d * f  # qkv + o, gate_up + down
-    depth = config.num_hidden_layers * config.num_recurrences
     batch_size, seq = batch["input_ids"].shape
-    tokens = batch_size * seq
-    dense = 6 * (per_layer * depth + d * config.vocab_size) * tokens
-    attention = 3 * 4 * depth * d * seq * seq * batch_size  # QK^T and AV, forward + backward
-    return dense + attention
+    return training_matmul_flops(config.hidden_size, config.intermediate_size,
+                                 config.num_hidden_layers * config.num_recurrences, config.vocab_size, batch_size, seq)
 
 
 def step(model, optimizer, batches, dtype) -> None:

@@ -34,6 +34,7 @@ import sys
 import time
 
 import torch
+from flops import PEAK_GFLOPS, training_matmul_flops  # benchmarks/flops.py, beside this script
 from transformers import OlmoConfig, OlmoForCausalLM
 
 from hf_arith.convert import config_from_native, from_native
@@ -93,16 +94,6 @@ def build(args, which=("ours", "native")):
     batches = [torch.randint(0, args.vocab, (args.batch, args.seq), generator=generator).to(args.device)
                for _ in range(4)]
     return models, batches
-
-
-def matmul_gflops_per_step(args) -> float:
-    """Counted training matmul FLOPs of one step, in GFLOP: 6 x matmul parameters x tokens for the
-    projections and the LM head, and for attention's two products 6 x d x T^2 per layer and
-    sequence (12 x d x T^2 halved: causal kernels skip the masked half)."""
-    d, f = args.hidden, args.intermediate or 4 * args.hidden
-    projections = args.layers * (4 * d * d + 3 * d * f) + d * args.vocab
-    attention = 6 * args.layers * d * args.seq**2 * args.batch
-    return (6 * projections * args.batch * args.seq + attention) / 1e9
 
 
 def adamw(model, fused: bool):
@@ -214,8 +205,10 @@ def main(argv=None) -> None:
           f"{median['ours'] / median['native']:.3f} |")
     print(f"| throughput (tokens/s) | {tokens / median['ours']:,.0f} | {tokens / median['native']:,.0f} | "
           f"**{median['native'] / median['ours']:.3f}x** |")
-    peak = args.peak_gflops or ({"fp32": 135.0, "bf16": 370.0}[args.dtype] if args.device == "cpu" else None)
-    gflops = {name: matmul_gflops_per_step(args) / median[name] for name in median}
+    peak = args.peak_gflops or (PEAK_GFLOPS[args.dtype] if args.device == "cpu" else None)
+    step_gflop = training_matmul_flops(args.hidden, args.intermediate or 4 * args.hidden, args.layers, args.vocab,
+                                       args.batch, args.seq) / 1e9
+    gflops = {name: step_gflop / median[name] for name in median}
     print(f"| counted matmul GFLOP/s{f' (of a {peak:.0f} GFLOP/s peak)' if peak else ''} | "
           + " | ".join(f"{gflops[n]:.0f}{f' ({gflops[n] / peak:.0%})' if peak else ''}" for n in ("ours", "native"))
           + f" | {gflops['ours'] / gflops['native']:.3f} |")

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_arith.atomic import replaced_atomically
 from hf_arith.errors import HfArithError
 from hf_arith.training.sources import InstanceSource
 
@@ -609,14 +610,13 @@ class TextSource(InstanceSource):
                                    f"{saved}); resume with the run's data and seed, or choose another --output-dir")
         run_dir.mkdir(parents=True, exist_ok=True)
         dtype = np.uint32 if order.num_instances <= 2**32 else np.uint64
-        tmp = run_dir / f".{ORDER_FILE}.tmp"
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(num_examples),))
-        for start in range(0, int(num_examples), order.num_instances):
-            stop = min(int(num_examples), start + order.num_instances)
-            array[start:stop] = order.take(start, stop)
-        array.flush()
-        del array
-        os.replace(tmp, run_dir / ORDER_FILE)
+        with replaced_atomically(run_dir / ORDER_FILE) as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(num_examples),))
+            for start in range(0, int(num_examples), order.num_instances):
+                stop = min(int(num_examples), start + order.num_instances)
+                array[start:stop] = order.take(start, stop)
+            array.flush()
+            del array
         saved.write_text(json.dumps(info, indent=2) + "\n")
         return run_dir / ORDER_FILE
 

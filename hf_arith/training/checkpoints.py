@@ -36,6 +36,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from hf_arith.atomic import write_text_atomically
 from hf_arith.errors import HfArithError
 
 from .distributed import SHARDED_DIR, load_sharded_state, save_sharded_state, shards_itself
@@ -163,9 +164,7 @@ def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, 
             if final.exists():  # written by a run killed before it moved `latest` here
                 discard(final)
             os.replace(tmp, final)
-            pointer = root / f".{LATEST}.tmp"
-            pointer.write_text(final.name + "\n")
-            os.replace(pointer, root / LATEST)
+            write_text_atomically(root / LATEST, final.name + "\n")
         except OSError as err:
             error = err
     _raise_if_failed(accelerator, error, tmp, final)
@@ -185,9 +184,9 @@ def _raise_if_failed(accelerator, error: Exception | None, tmp: Path, final: Pat
         return
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    latest = final.parent / LATEST
-    kept = (f"the previous checkpoint {latest.parent / latest.read_text().strip()} is intact and the latest "
-            f"pointer still names it" if latest.is_file() else "no earlier checkpoint exists")
+    previous = latest_checkpoint(final.parent.parent)
+    kept = (f"the previous checkpoint {previous} is intact and the latest pointer still names it"
+            if previous is not None else "no earlier checkpoint exists")
     cause = write_error_text(error, final.parent) if error is not None else "the write failed on another process"
     raise HfArithError(f"could not write checkpoint {final}: {cause}; {kept}. Free some space or make "
                        f"{final.parent} writable (or choose another --output-dir), then continue with --resume latest")
@@ -313,12 +312,7 @@ def check_sharded_metadata(path: Path) -> None:
         with path.open("rb") as f:
             _ShardedMetadataUnpickler(f).load()
     except Exception as err:  # noqa: BLE001 - whatever the unpickler met, the file is unusable
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        why = (f"it asks to run {found.group(1)} when unpickled, and hf-arith unpickles only "
-               f"torch.distributed.checkpoint's own metadata; it was not written by hf-arith, do not trust it"
-               if found else f"it is corrupt ({_first_line(err)})")
-        raise HfArithError(f"checkpoint file {path} cannot be loaded: {why}; resume from another checkpoint "
-                           f"(--resume {checkpoint.parent}/step_N) or start a new --output-dir") from None
+        raise _unloadable(checkpoint, path, err, "unpickles only torch.distributed.checkpoint's own metadata") from None
 
 
 def _load_tensors_only(checkpoint: Path, path: Path):
@@ -332,12 +326,18 @@ def _load_tensors_only(checkpoint: Path, path: Path):
     try:
         return load(path, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - whatever the unpickler met, the file is unusable
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        why = (f"it asks to run {found.group(1)} when unpickled, and hf-arith loads checkpoint files as tensors "
-               f"only (torch.load(weights_only=True)); it was not written by hf-arith, do not trust it"
-               if found else f"it is corrupt ({_first_line(err)})")
-        raise HfArithError(f"checkpoint file {path} cannot be loaded: {why}; resume from another checkpoint "
-                           f"(--resume {checkpoint.parent}/step_N) or start a new --output-dir") from None
+        raise _unloadable(checkpoint, path, err,
+                          "loads checkpoint files as tensors only (torch.load(weights_only=True))") from None
+
+
+def _unloadable(checkpoint: Path, path: Path, err: Exception, hf_arith_reads: str) -> HfArithError:
+    """The error for a pickled checkpoint file that failed to load: one that asks to run code
+    (refused by an unpickler that reads what `hf_arith_reads` says) or a corrupt one."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    why = (f"it asks to run {found.group(1)} when unpickled, and hf-arith {hf_arith_reads}; it was not written "
+           f"by hf-arith, do not trust it" if found else f"it is corrupt ({_first_line(err)})")
+    return HfArithError(f"checkpoint file {path} cannot be loaded: {why}; resume from another checkpoint "
+                        f"(--resume {checkpoint.parent}/step_N) or start a new --output-dir")
 
 
 def _first_line(err: BaseException) -> str:

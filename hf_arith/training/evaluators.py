@@ -210,9 +210,10 @@ def abacus_eval_offset(recipe, tokenizer, offsets: str | list[int] = "0-10", sam
     rows = _held_out_rows(recipe, samples, seed, lengths, "abacus-offset")
     collate = _collator(tokenizer)
 
+    from hf_arith.evaluation.grid import abacus_offset_of
+
     def evaluate(model, step):
-        if getattr(model.config, "embedding_positions", "abacus") != "abacus" and not getattr(model.config, "abacus",
-                                                                                                 False):
+        if abacus_offset_of(model) is None:
             return {}
         scores = {}
         for k in candidates:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from hf_arith.atomic import write_text_atomically
 from hf_arith.errors import RecipeError
 
 
@@ -792,9 +793,7 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # renamed into place: a run killed here leaves the old file whole
-    tmp.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None))
-    os.replace(tmp, path)
+    write_text_atomically(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None))
     return path
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_arith.atomic import replaced_atomically, write_text_atomically
 from hf_arith.errors import HfArithError, RecipeError
 
 from .checkpoints import (WRITE_ERRORS, TrainState, any_process, check_output_dir, check_resumable, checkpoint_bytes,
@@ -335,13 +336,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     kept = [line for line in lines
             if line.endswith("\n") and line.strip() and json.loads(line).get("step", 0) <= step]
     if kept != lines:
-        _write_atomically(path, "".join(kept))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        write_text_atomically(path, "".join(kept))
 
 
 def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
@@ -372,10 +367,9 @@ def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> P
     ax.set_title(Path(metrics_path).parent.name)
     fig.tight_layout()
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")  # renamed into place: never a half-written image
-    fig.savefig(tmp, dpi=120, format="png")
+    with replaced_atomically(out_path) as tmp:  # never a half-written image
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, out_path)
     return out_path
 
 
