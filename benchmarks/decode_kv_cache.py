@@ -34,6 +34,7 @@ from transformers import GenerationConfig
 
 from hf_arith.modeling.configuration_abacus import AbacusConfig
 from hf_arith.evaluation.kv_cache import preallocated_cache
+from hf_arith.modeling.layers import CACHE_NAME
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
 
 # hf-arith vocabulary (docs/DESIGN.md): digits are ids 4..13, "+" is 14, "=" is 18.
@@ -92,7 +93,7 @@ def decode_with_cache(model, input_ids, new_tokens: int, num_recurrences=None, p
     )
     kwargs = {} if num_recurrences is None else {"num_recurrences": num_recurrences}
     if preallocate:
-        kwargs["past_key_values"] = preallocated_cache(model, input_ids.shape[1] + new_tokens, num_recurrences)
+        kwargs[CACHE_NAME] = preallocated_cache(model, input_ids.shape[1] + new_tokens, num_recurrences)
     mask = torch.ones_like(input_ids)
     out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config, **kwargs)
     return out[:, input_ids.shape[1]:]

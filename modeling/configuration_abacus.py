@@ -53,7 +53,7 @@ class AbacusConfig(PretrainedConfig):
     """
 
     model_type = "abacus"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache under either release's name
 
     def __init__(
         self,

@@ -57,7 +57,7 @@ class ArithOlmoConfig(PretrainedConfig):
     """
 
     model_type = "arith_olmo"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache under either release's name
     # Fixed by OLMo-1 rather than options; the shared layers read them from the config.
     hidden_act = "silu"
     attention_positions = "rope"

@@ -13,7 +13,21 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+# transformers 5.24 renamed the KV cache's forward keyword and output field from `past_key_values`
+# to `cache`; `generate` passes and reads the installed release's name. Saved models run under any
+# release, so this is the one place that knows both names: forwards accept either (`either_cache`)
+# and return it under the installed one (`CACHE_NAME`).
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def either_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache given under either name; `ValueError` if both are given."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("pass the KV cache once, as `cache` or as `past_key_values`, not both")
+    return past_key_values if cache is None else cache
 
 
 class ParameterFreeLayerNorm(nn.Module):

@@ -10,6 +10,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .configuration_abacus import AbacusConfig
 from .layers import (
+    CACHE_NAME,
     AbacusEmbedding,
     CausalLMMixin,
     DecoderLayer,
@@ -19,6 +20,7 @@ from .layers import (
     compute_abacus_positions,
     ensure_cache_slots,
     padding_free_position_ids,
+    either_cache,
     shifted_cross_entropy,
 )
 
@@ -149,8 +151,10 @@ class AbacusModel(AbacusPreTrainedModel):
         use_cache: bool | None = None,
         num_recurrences: int | None = None,
         abacus_positions: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        past_key_values = either_cache(cache, past_key_values)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None and not self.training:
             past_key_values = DynamicCache()
@@ -158,7 +162,7 @@ class AbacusModel(AbacusPreTrainedModel):
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, abacus_positions, num_recurrences
         )
         hidden = self.run_block(self.initial_state(embedded), embedded, range(recurrences), layer_kwargs)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{CACHE_NAME: past_key_values})
 
 
 class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
@@ -183,6 +187,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         num_recurrences: int | None = None,
         abacus_positions: torch.LongTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -192,6 +197,8 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             `input_ids`; computed from `input_ids` when omitted. `generate` passes them because a
             cached step sees only the newest token.
         num_items_in_batch (`int`, *optional*): divide the summed loss by this many label tokens.
+        cache (`Cache`, *optional*): the KV cache, the name transformers >= 5.24 passes; the same as
+            `past_key_values` (give one). The output returns it under the installed release's name.
 
         Example:
             >>> out = model(**tokenizer("321+54=", return_tensors="pt"))
@@ -207,7 +214,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            past_key_values=either_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             num_recurrences=num_recurrences,
@@ -218,7 +225,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         loss = None if labels is None else shifted_cross_entropy(logits, labels, num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
 
     def _progressive_forward(
         self, input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences, abacus_positions,

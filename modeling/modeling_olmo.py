@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .configuration_olmo import ArithOlmoConfig
 from .layers import (
+    CACHE_NAME,
     AbacusEmbedding,
     CausalLMMixin,
     DecoderLayer,
@@ -26,6 +27,7 @@ from .layers import (
     RotaryEmbedding,
     causal_mask,
     compute_abacus_positions,
+    either_cache,
     padding_free_position_ids,
     shifted_cross_entropy,
 )
@@ -92,8 +94,10 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         abacus_positions: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        past_key_values = either_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -126,7 +130,7 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel):
         }
         for layer in self.layers:
             hidden = layer(hidden, **layer_kwargs)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{CACHE_NAME: past_key_values})
 
 
 class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, GenerationMixin):
@@ -150,6 +154,7 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, GenerationMi
         logits_to_keep: int = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
         abacus_positions: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -172,7 +177,7 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, GenerationMi
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            past_key_values=either_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             abacus_positions=abacus_positions,
@@ -185,7 +190,7 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, GenerationMi
             # Rows padded for throughput are no tokens: never generated, no share of the softmax.
             logits[..., self.config.vocab_size :] = torch.finfo(logits.dtype).min
         loss = None if labels is None else shifted_cross_entropy(logits, labels, num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
 
 
 ArithOlmoConfig.register_for_auto_class()

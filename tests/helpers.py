@@ -17,8 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Runs before the snippet. An editable install makes `hf_arith` importable in three ways, each
 # undone here: a meta-path finder (setuptools' `__editable___*_finder`), a path hook with its
-# placeholder entry on sys.path (editable namespace packages), and plain sys.path entries inside
-# the repository (a legacy `.pth`/`.egg-link` install, or the working directory).
+# placeholder entry on sys.path (editable namespace packages), and the repository's source folders
+# on sys.path (a legacy `.pth`/`.egg-link` install, or the working directory).
 _PRELUDE = """
 import importlib, os, sys
 _repo = os.path.realpath({repo!r})
@@ -27,13 +27,16 @@ def _editable(obj):
     name = getattr(obj, "__module__", "") or ""
     return "__editable__" in name or "__editable__" in getattr(obj, "__qualname__", "")
 
-def _inside_repo(entry):
+def _project_source(entry):
+    # The repository's own source folders, not a virtualenv made inside the clone (`.venv/`):
+    # its site-packages hold torch and transformers, which the snippet needs.
     path = os.path.realpath(entry or os.getcwd())
-    return path == _repo or path.startswith(_repo + os.sep)
+    inside = path == _repo or path.startswith(_repo + os.sep)
+    return inside and "site-packages" not in path.split(os.sep) and "dist-packages" not in path.split(os.sep)
 
 sys.meta_path[:] = [f for f in sys.meta_path if not _editable(f) and not _editable(type(f))]
 sys.path_hooks[:] = [h for h in sys.path_hooks if not _editable(h)]
-sys.path[:] = [p for p in sys.path if "__editable__" not in p and not _inside_repo(p)]
+sys.path[:] = [p for p in sys.path if "__editable__" not in p and not _project_source(p)]
 for _name in [m for m in sys.modules if m == "hf_arith" or m.startswith("hf_arith.")]:
     del sys.modules[_name]
 sys.path_importer_cache.clear()

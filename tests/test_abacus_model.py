@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from hf_arith.modeling.configuration_abacus import AbacusConfig
+from hf_arith.modeling.layers import CACHE_NAME
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM, compute_abacus_positions
 
 VOCAB = ["<pad>", "<unk>", "<bos>", "<eos>", *"0123456789", *"+-x*=,:", *"abcdefghij"]
@@ -182,9 +183,9 @@ def test_eager_and_sdpa_agree():
 def test_looped_cache_has_one_entry_per_layer_per_recurrence():
     model = tiny_model(num_hidden_layers=2, num_recurrences=3)
     out = model(ids_of("12+3="), use_cache=True)
-    assert len(out.past_key_values.layers) == 6
+    assert len(getattr(out, CACHE_NAME).layers) == 6
     more = model(ids_of("12+3="), use_cache=True, num_recurrences=5)
-    assert len(more.past_key_values.layers) == 10
+    assert len(getattr(more, CACHE_NAME).layers) == 10
 
 
 def test_number_longer_than_the_abacus_table_is_a_clear_error():

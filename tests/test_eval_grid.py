@@ -18,6 +18,7 @@ from hf_arith.evaluation.grid import (
     evaluate_grid,
 )
 from hf_arith.modeling.configuration_abacus import AbacusConfig
+from hf_arith.modeling.layers import CACHE_NAME
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
 from hf_arith.tokenization import build_arith_tokenizer
 
@@ -291,7 +292,7 @@ def test_preallocated_cache_gives_the_same_tokens_as_the_default_cache(tokenizer
     model.generation_config.eos_token_id = None  # fixed length: compare every step
     default = model.generate(**encoded, **kwargs)
     cache = preallocated_cache(model, encoded["input_ids"].shape[1] + 9, num_recurrences)
-    reserved = model.generate(**encoded, past_key_values=cache, **kwargs)
+    reserved = model.generate(**encoded, **{CACHE_NAME: cache}, **kwargs)
     assert torch.equal(default, reserved)
     # One buffer per slot, allocated once and never outgrown.
     assert len(cache.layers) == 1 * (num_recurrences or 2)

@@ -21,6 +21,7 @@ from transformers import (
 from helpers import run_isolated
 from hf_arith.convert import from_native, to_native
 from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+from hf_arith.modeling.layers import CACHE_NAME
 from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
 
 VOCAB = 96
@@ -257,8 +258,9 @@ def test_kv_cache_has_one_entry_per_layer_and_matches_recomputation():
     with torch.no_grad():
         full = model(input_ids=ids).logits
         first = model(input_ids=ids[:, :4], use_cache=True)
-        assert len(first.past_key_values.layers) == 3
-        rest = model(input_ids=ids[:, 4:], past_key_values=first.past_key_values).logits
+        cache = getattr(first, CACHE_NAME)
+        assert len(cache.layers) == 3
+        rest = model(input_ids=ids[:, 4:], **{CACHE_NAME: cache}).logits
     torch.testing.assert_close(rest, full[:, 4:], atol=1e-5, rtol=1e-5)
 
 

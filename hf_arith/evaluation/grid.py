@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_arith.modeling.layers import CACHE_NAME
+
 # Bumped whenever a key of `GridResult.to_dict` changes meaning.
 SCHEMA_VERSION = 1
 # The paper trains on operands of 1..20 digits; used when neither the caller nor the model
@@ -526,7 +528,7 @@ def greedy_generate(
     if preallocate and getattr(getattr(model, "config", None), "num_hidden_layers", None):
         from .kv_cache import preallocated_cache
 
-        kwargs["past_key_values"] = preallocated_cache(model, input_ids.shape[1] + max_new_tokens, num_recurrences)
+        kwargs[CACHE_NAME] = preallocated_cache(model, input_ids.shape[1] + max_new_tokens, num_recurrences)
     output = model.generate(
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
         do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=sorted(eos_ids) or None, use_cache=True,

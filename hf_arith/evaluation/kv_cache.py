@@ -9,7 +9,7 @@ tensors a `DynamicCache` would give (same values, same shapes) and masks need no
 
 Example:
     >>> cache = preallocated_cache(model, capacity=input_ids.shape[1] + max_new_tokens)
-    >>> model.generate(input_ids=input_ids, past_key_values=cache, max_new_tokens=max_new_tokens)
+    >>> model.generate(input_ids=input_ids, **{CACHE_NAME: cache}, max_new_tokens=max_new_tokens)
 """
 
 from __future__ import annotations
