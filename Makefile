@@ -4,11 +4,16 @@ PYTHON ?= python3
 TORCH_PIN ?= torch==2.13.0
 RUN_DIR ?= runs/addition_cpu
 
-.PHONY: setup quickstart olmo test test-fast bench
+.PHONY: setup quickstart olmo test test-fast test-compat lock bench
+
+# constraints.txt pins every dependency to a tested set, so that a release made overnight cannot
+# break these commands; `make lock` refreshes it on purpose, `make test-compat` tries the newest.
+# The lock is resolved on Python 3.11 (some pinned releases need it); older Pythons resolve freely.
+CONSTRAINTS = $(shell $(PYTHON) -c 'import sys; print("-c constraints.txt" if sys.version_info >= (3, 11) else "")')
 
 setup:
 	$(PYTHON) -m pip install -q $(TORCH_PIN)
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q $(CONSTRAINTS) -e ".[test]"
 
 quickstart: setup
 	hf-arith train recipes/abacus/addition_cpu.yaml --output-dir $(RUN_DIR)
@@ -27,6 +32,20 @@ test: setup
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# The Hub-facing checks in clean virtualenvs (no hf_arith) with the oldest transformers that
+# pyproject.toml allows and the newest one released.
+test-compat: setup
+	$(PYTHON) tests/compat/run.py
+
+# Re-resolves today's releases in a clean virtualenv and writes them to constraints.txt.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q $(TORCH_PIN)
+	.lock-venv/bin/python -m pip install -q -e ".[test]"
+	( echo "# Tested dependency set for 'make setup' (made by 'make lock' on $$(date +%F)); torch comes from TORCH_PIN."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i -e '^torch==' -e '^hf-arith' ) > constraints.txt
+	rm -rf .lock-venv
 
 # Each benchmark prints a markdown table (copied into BENCHMARKS.md); run on a quiet machine.
 bench: setup

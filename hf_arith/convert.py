@@ -1,11 +1,11 @@
 """OLMo-1 checkpoints in three layouts, and the conversions between them.
 
 - `ours`: a folder written by `ArithOlmoForCausalLM.save_pretrained`: `config.json` (model_type
-  `arith_olmo`, with `auto_map`), `model.safetensors` with fused `qkv_proj` ([q; k; v] rows) and
-  `gate_up_proj` ([gate; up] rows), and the model code. Loads with `trust_remote_code=True`.
-- `native`: transformers' own `olmo`: `config.json` (model_type `olmo`) and `model.safetensors` with
-  separate `q/k/v/o_proj` and `gate/up/down_proj`. Loads with plain
-  `AutoModelForCausalLM.from_pretrained(dst)`: no remote code.
+  `arith_olmo`, with `auto_map`), `model.safetensors` with transformers' `olmo` tensor names, and
+  the model code. Loads with `trust_remote_code=True`.
+- `native`: transformers' own `olmo`: `config.json` (model_type `olmo`) and the same tensors
+  (`q/k/v/o_proj`, `gate/up/down_proj`). Loads with plain `AutoModelForCausalLM.from_pretrained(dst)`:
+  no remote code. Between `ours` and `native` only the config changes.
 - `original`: allenai/OLMo's: `config.yaml` whose `model:` section is OLMo's `ModelConfig`
   (`d_model`, `n_heads`, `n_layers`, `mlp_hidden_size`, `weight_tying`, ...) and `model.safetensors`
   with OLMo's names (`transformer.wte.weight`, `transformer.blocks.{i}.att_proj.weight` = [q; k; v],
@@ -15,7 +15,7 @@
   `torch.save(safetensors.torch.load_file("model.safetensors"), "model.pt")` away.
 
 Every conversion goes through our layout (a config and a state dict with our names); the tensors are
-only split or concatenated, so any round trip is bit-exact. Tokenizer files travel along.
+only renamed, split or concatenated, so any round trip is bit-exact. Tokenizer files travel along.
 
 What native `olmo` cannot express is refused: the Abacus embedding. Padding rows
 (`embedding_size > vocab_size`) are fine: native gets `vocab_size = embedding_size` and, since it
@@ -116,10 +116,14 @@ def config_to_native(config):
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         tie_word_embeddings=config.tie_word_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": float(config.rope_theta)},
+        rope_parameters={"rope_type": "default", "rope_theta": _rope_theta(config)},
         attention_bias=False,
         clip_qkv=config.clip_qkv,
     )
+
+
+def _rope_theta(config) -> float:
+    return float((config.rope_parameters or {}).get("rope_theta", 10000.0))
 
 
 def config_from_native(native, vocab_size: int | None = None):
@@ -205,8 +209,8 @@ def config_to_original(config) -> dict:
     # OLMo has no pad-less tokenizers: its pad defaults to EOS.
     pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
     model.update({k: v for k, v in (("eos_token_id", config.eos_token_id), ("pad_token_id", pad)) if v is not None})
-    if float(config.rope_theta) != 10000.0:
-        model["rope_theta"] = config.rope_theta
+    if _rope_theta(config) != 10000.0:
+        model["rope_theta"] = _rope_theta(config)
     if config.clip_qkv is not None:
         model["clip_qkv"] = config.clip_qkv
     return model
@@ -291,7 +295,7 @@ def _ours(state: dict, config) -> _Tensors:
     return tensors
 
 
-def _checked_ours(state: dict, config) -> dict:
+def _checked_ours(state: dict, config, layout: str = "hf-arith") -> dict:
     """`state` (our names) without a tied head's duplicate; `HfArithError` unless it holds exactly
     the tensors of `ArithOlmoForCausalLM(config)`."""
     _, ArithOlmoForCausalLM = _olmo_classes()
@@ -301,65 +305,31 @@ def _checked_ours(state: dict, config) -> dict:
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
         state.pop("lm_head.weight", None)
-    tensors = _Tensors(state, "hf-arith")
+    tensors = _Tensors(state, layout)
     checked = {name: tensors.take(name) for name in sorted(expected)}
     tensors.done()
     return checked
 
 
 def state_dict_to_native(state: dict, config) -> dict:
-    """Our tensors under transformers' `olmo` names (fused projections split).
+    """Our tensors for transformers' `olmo`: the same names, checked to be exactly OLMo-1's.
 
     Example:
         >>> sorted(state_dict_to_native(model.state_dict(), model.config))[:2]
         ['lm_head.weight', 'model.embed_tokens.weight']
     """
-    src = _ours(state, config)
-    out = {"model.embed_tokens.weight": src.take("model.embed_tokens.weight")}
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        q, k, v = src.take(p + "self_attn.qkv_proj.weight").chunk(3)
-        gate, up = src.take(p + "mlp.gate_up_proj.weight").chunk(2)
-        # Clones: the safetensors writer refuses views into one shared storage.
-        out.update({
-            p + "self_attn.q_proj.weight": q.clone(), p + "self_attn.k_proj.weight": k.clone(),
-            p + "self_attn.v_proj.weight": v.clone(),
-            p + "self_attn.o_proj.weight": src.take(p + "self_attn.o_proj.weight"),
-            p + "mlp.gate_proj.weight": gate.clone(), p + "mlp.up_proj.weight": up.clone(),
-            p + "mlp.down_proj.weight": src.take(p + "mlp.down_proj.weight"),
-        })
-    if not config.tie_word_embeddings:
-        out["lm_head.weight"] = src.take("lm_head.weight")
-    src.done()
-    return out
+    return _checked_ours(state, config)
 
 
 def state_dict_from_native(state: dict, config) -> dict:
-    """transformers `olmo` tensors under our names (q/k/v and gate/up fused).
+    """transformers `olmo` tensors for our model: the same names, checked.
 
     Example:
         >>> ours = state_dict_from_native(native.state_dict(), config_from_native(native.config))
-        >>> ours["model.layers.0.self_attn.qkv_proj.weight"].shape[0] == 3 * native.config.hidden_size
+        >>> ours["model.layers.0.self_attn.q_proj.weight"].shape[0] == native.config.hidden_size
         True
     """
-    src = _Tensors(state, "native olmo")
-    if config.tie_word_embeddings:
-        src.state.pop("lm_head.weight", None)
-    out = {"model.embed_tokens.weight": src.take("model.embed_tokens.weight")}
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        qkv = [src.take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
-        gate_up = [src.take(f"{p}mlp.{n}_proj.weight") for n in ("gate", "up")]
-        out.update({
-            p + "self_attn.qkv_proj.weight": torch.cat(qkv),
-            p + "self_attn.o_proj.weight": src.take(p + "self_attn.o_proj.weight"),
-            p + "mlp.gate_up_proj.weight": torch.cat(gate_up),
-            p + "mlp.down_proj.weight": src.take(p + "mlp.down_proj.weight"),
-        })
-    if not config.tie_word_embeddings:
-        out["lm_head.weight"] = src.take("lm_head.weight")
-    src.done()
-    return out
+    return _checked_ours(state, config, layout="native olmo")
 
 
 def state_dict_to_original(state: dict, config) -> dict:
@@ -373,11 +343,10 @@ def state_dict_to_original(state: dict, config) -> dict:
     out = {"transformer.wte.weight": src.take("model.embed_tokens.weight")}
     for i in range(config.num_hidden_layers):
         p, b = f"model.layers.{i}.", f"transformer.blocks.{i}."
-        gate, up = src.take(p + "mlp.gate_up_proj.weight").chunk(2)
         out.update({
-            b + "att_proj.weight": src.take(p + "self_attn.qkv_proj.weight"),
+            b + "att_proj.weight": torch.cat([src.take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]),
             b + "attn_out.weight": src.take(p + "self_attn.o_proj.weight"),
-            b + "ff_proj.weight": torch.cat([up, gate]),
+            b + "ff_proj.weight": torch.cat([src.take(p + "mlp.up_proj.weight"), src.take(p + "mlp.gate_proj.weight")]),
             b + "ff_out.weight": src.take(p + "mlp.down_proj.weight"),
         })
     if not config.tie_word_embeddings:
@@ -391,18 +360,21 @@ def state_dict_from_original(state: dict, config) -> dict:
 
     Example:
         >>> ours = state_dict_from_original(load_file("olmo/model.safetensors"), config)
-        >>> "model.layers.0.mlp.gate_up_proj.weight" in ours
+        >>> "model.layers.0.mlp.gate_proj.weight" in ours
         True
     """
     src = _Tensors(state, "allenai/OLMo")
     out = {"model.embed_tokens.weight": src.take("transformer.wte.weight")}
     for i in range(config.num_hidden_layers):
         p, b = f"model.layers.{i}.", f"transformer.blocks.{i}."
+        q, k, v = src.take(b + "att_proj.weight").chunk(3)
         up, gate = src.take(b + "ff_proj.weight").chunk(2)
+        # Clones: the safetensors writer refuses views into one shared storage.
         out.update({
-            p + "self_attn.qkv_proj.weight": src.take(b + "att_proj.weight"),
+            p + "self_attn.q_proj.weight": q.clone(), p + "self_attn.k_proj.weight": k.clone(),
+            p + "self_attn.v_proj.weight": v.clone(),
             p + "self_attn.o_proj.weight": src.take(b + "attn_out.weight"),
-            p + "mlp.gate_up_proj.weight": torch.cat([gate, up]),
+            p + "mlp.gate_proj.weight": gate.clone(), p + "mlp.up_proj.weight": up.clone(),
             p + "mlp.down_proj.weight": src.take(b + "ff_out.weight"),
         })
     if not config.tie_word_embeddings:
@@ -433,6 +405,8 @@ def build_model(config, state: dict):
     model.load_state_dict(state, strict=True, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
+    # RoPE's inverse frequencies are a non-persistent buffer, in no state dict: compute them on the CPU.
+    model.model.rotary_emb = type(model.model.rotary_emb)(model.config)
     return model.eval()
 
 

@@ -1,15 +1,17 @@
-"""Configuration of OLMo-1 (Groeneveld et al. 2024, arXiv 2402.00838) on hf-arith's shared layers."""
+"""Configuration of OLMo-1 (Groeneveld et al. 2024, arXiv 2402.00838): transformers' `OlmoConfig`
+plus the padded embedding rows, the init scheme and the optional Abacus positions."""
 
-from transformers import PretrainedConfig
+from transformers import OlmoConfig
 
 EMBEDDING_MULTIPLE = 128
 
 
-class ArithOlmoConfig(PretrainedConfig):
+class ArithOlmoConfig(OlmoConfig):
     r"""
     OLMo-1: a pre-norm decoder with parameter-free LayerNorm (fp32, eps 1e-5), no biases, SwiGLU, RoPE
     and full multi-head attention. The defaults are OLMo-1B. Optionally, digit tokens also get Abacus
-    position vectors (McLeish et al. 2024) added to their embedding, on top of RoPE.
+    position vectors (McLeish et al. 2024) added to their embedding, on top of RoPE. Every field of
+    transformers' `OlmoConfig` is accepted too (passed through); the ones below differ or are new.
 
     Args:
         vocab_size (`int`, defaults to 50280): tokens the tokenizer can produce. Logits of the padding
@@ -26,7 +28,8 @@ class ArithOlmoConfig(PretrainedConfig):
             `mlp_hidden_size`).
         max_position_embeddings (`int`, defaults to 2048): context length the model is trained for
             (OLMo's `max_sequence_length`); RoPE itself has no hard limit.
-        rope_theta (`float`, defaults to 10000.0): RoPE base.
+        rope_theta (`float`, *optional*): RoPE base, stored as `rope_parameters["rope_theta"]`
+            (default 10000.0); a saved `rope_parameters` wins over it.
         clip_qkv (`float`, *optional*): clamp queries, keys and values to ±clip_qkv (later OLMo-1
             releases use 8.0); `None` disables it.
         init_fn (`str`, defaults to `"mitchell"`): weight initialisation. `"mitchell"` (OLMo-1's):
@@ -58,9 +61,6 @@ class ArithOlmoConfig(PretrainedConfig):
 
     model_type = "arith_olmo"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache under either release's name
-    # Fixed by OLMo-1 rather than options; the shared layers read them from the config.
-    hidden_act = "silu"
-    attention_positions = "rope"
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class ArithOlmoConfig(PretrainedConfig):
         num_hidden_layers: int = 16,
         intermediate_size: int = 8192,
         max_position_embeddings: int = 2048,
-        rope_theta: float = 10000.0,
+        rope_theta: float | None = None,
         clip_qkv: float | None = None,
         init_fn: str = "mitchell",
         initializer_range: float = 0.02,
@@ -88,31 +88,32 @@ class ArithOlmoConfig(PretrainedConfig):
         use_cache: bool = True,
         **kwargs,
     ):
-        self.vocab_size = vocab_size
         if embedding_size is None:
             embedding_size = -(-vocab_size // EMBEDDING_MULTIPLE) * EMBEDDING_MULTIPLE
         self.embedding_size = embedding_size
-        self.hidden_size = hidden_size
-        self.num_attention_heads = num_attention_heads
-        self.num_hidden_layers = num_hidden_layers
-        self.intermediate_size = intermediate_size
-        self.max_position_embeddings = max_position_embeddings
-        self.rope_theta = rope_theta
-        self.clip_qkv = clip_qkv
         self.init_fn = init_fn
-        self.initializer_range = initializer_range
         self.abacus = abacus
         self.digit_token_ids = None if digit_token_ids is None else list(digit_token_ids)
         self.abacus_num_positions = abacus_num_positions
         self.abacus_max_k = abacus_max_k
         self.abacus_offset_mode = abacus_offset_mode
         self.abacus_eval_offset = abacus_eval_offset
-        self.use_cache = use_cache
+        if kwargs.get("rope_parameters") is None:
+            kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(rope_theta or 10000.0)}
         super().__init__(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_attention_heads=num_attention_heads,
+            num_hidden_layers=num_hidden_layers,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_position_embeddings,
+            clip_qkv=clip_qkv,
+            initializer_range=initializer_range,
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
             tie_word_embeddings=tie_word_embeddings,
+            use_cache=use_cache,
             **kwargs,
         )
         self.validate_options()

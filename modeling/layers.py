@@ -1,20 +1,22 @@
-"""Decoder pieces shared by the Abacus and OLMo models.
+"""Pieces of the Abacus looped decoder, and what both models share: Abacus positions, the names
+of the KV cache, save and generation behaviour.
 
 This file travels to the Hub next to the model files, so it imports only torch and transformers.
-Both configs use the same field names for what these layers read: `hidden_size`,
-`num_attention_heads`, `intermediate_size`, `hidden_act`, `clip_qkv`, `rope_theta`,
-`attention_positions`, and for the Abacus embedding `abacus_num_positions`, `abacus_max_k`,
-`abacus_offset_mode`, `abacus_eval_offset`.
+What is transformers' own (the attention interface and its eager kernel, cache classes,
+gradient checkpointing, the loss) is imported, so that upstream changes land upstream; what is
+written here is Abacus's own: Abacus positions, FIRE, the looped cache layout and the mask that
+FIRE adds to. Both configs name the Abacus fields alike: `abacus_num_positions`, `abacus_max_k`,
+`abacus_offset_mode`, `abacus_eval_offset`, `digit_token_ids`.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, eager_attention_forward
 
 # transformers 5.24 renamed the KV cache's forward keyword and output field from `past_key_values`
 # to `cache`; `generate` passes and reads the installed release's name. Saved models run under any
@@ -28,19 +30,6 @@ def either_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | 
     if cache is not None and past_key_values is not None:
         raise ValueError("pass the KV cache once, as `cache` or as `past_key_values`, not both")
     return past_key_values if cache is None else cache
-
-
-class ParameterFreeLayerNorm(nn.Module):
-    """LayerNorm with no weight and no bias, computed in fp32 (OLMo-1)."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-5):
-        super().__init__()
-        self.normalized_shape = (hidden_size,)
-        self.eps = eps
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        normed = F.layer_norm(hidden_states.float(), self.normalized_shape, None, None, self.eps)
-        return normed.to(hidden_states.dtype)
 
 
 class GatedMLP(nn.Module):
@@ -82,19 +71,6 @@ class RotaryEmbedding(nn.Module):
         freqs = position_ids[..., None].float() * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos(), emb.sin()
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary_pos_emb(q, k, cos, sin):
-    """Rotates `q`, `k` of shape (batch, heads, seq, head_dim) in fp32, as OLMo does."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    q_embed = q.float() * cos + rotate_half(q.float()) * sin
-    k_embed = k.float() * cos + rotate_half(k.float()) * sin
-    return q_embed.to(q.dtype), k_embed.to(k.dtype)
 
 
 def compute_abacus_positions(input_ids: torch.LongTensor, digit_token_ids: list[int]) -> torch.LongTensor:
@@ -190,15 +166,6 @@ def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device) -> t
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
-
-
 class Attention(nn.Module):
     """Causal multi-head attention, no biases, through transformers' attention interface.
 
@@ -228,8 +195,11 @@ class Attention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: Cache | None = None,
         cache_index: int | None = None,
+        output_attentions: bool = False,
         **kwargs,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(output, weights)`; weights (batch, heads, q, kv) only with `output_attentions`, for
+        which the eager kernel runs whatever `config._attn_implementation` says."""
         batch, q_len, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states)
         if self.config.clip_qkv is not None:
@@ -247,10 +217,10 @@ class Attention(nn.Module):
             attention_mask = attention_mask + self.fire(position_ids, cache_slots, kv_len).to(query.dtype)
 
         attention_interface = eager_attention_forward
-        if self.config._attn_implementation != "eager":
+        if self.config._attn_implementation != "eager" and not output_attentions:
             attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
-        output, _ = attention_interface(self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0)
-        return self.o_proj(output.reshape(batch, q_len, -1))
+        output, weights = attention_interface(self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0)
+        return self.o_proj(output.reshape(batch, q_len, -1)), weights
 
 
 class DecoderLayer(GradientCheckpointingLayer):
@@ -258,18 +228,21 @@ class DecoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config, layer_idx: int, norm_factory):
         super().__init__()
-        self.pre_norm = getattr(config, "norm_position", "pre") == "pre"
+        self.pre_norm = config.norm_position == "pre"
         self.self_attn = Attention(config, layer_idx)
         self.mlp = GatedMLP(config)
         self.input_layernorm = norm_factory()
         self.post_attention_layernorm = norm_factory()
 
-    def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(hidden_states, attention weights or None)`."""
         if self.pre_norm:
-            hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), **attention_kwargs)
-            return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
-        hidden_states = self.input_layernorm(hidden_states + self.self_attn(hidden_states, **attention_kwargs))
-        return self.post_attention_layernorm(hidden_states + self.mlp(hidden_states))
+            attended, weights = self.self_attn(self.input_layernorm(hidden_states), **attention_kwargs)
+            hidden_states = hidden_states + attended
+            return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states)), weights
+        attended, weights = self.self_attn(hidden_states, **attention_kwargs)
+        hidden_states = self.input_layernorm(hidden_states + attended)
+        return self.post_attention_layernorm(hidden_states + self.mlp(hidden_states)), weights
 
 
 def ensure_cache_slots(cache: Cache, num_slots: int) -> None:
@@ -288,25 +261,6 @@ def padding_free_position_ids(attention_mask, q_len, past_len, device) -> torch.
         return torch.arange(past_len, past_len + q_len, device=device)[None]
     positions = attention_mask.long().cumsum(-1) - 1
     return positions.clamp(min=0)[:, -q_len:]
-
-
-def shifted_cross_entropy(logits, labels, num_items_in_batch=None) -> torch.Tensor:
-    """Next-token loss in fp32 with ignore index -100.
-
-    With `num_items_in_batch` the summed loss is divided by that count instead of by this
-    micro-batch's tokens, so gradient accumulation and data parallelism give the same gradient as
-    one big batch (the transformers convention).
-    """
-    # Shifting the labels (the last position gets -100) instead of slicing the logits spares a copy
-    # of the largest activation, forward and backward.
-    labels = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1).to(logits.device)
-    logits = logits.float().reshape(-1, logits.shape[-1])
-    if num_items_in_batch is None:
-        return F.cross_entropy(logits, labels, ignore_index=-100)
-    loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(loss.device)
-    return loss / num_items_in_batch
 
 
 class CausalLMMixin:

@@ -7,6 +7,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_abacus import AbacusConfig
 from .layers import (
@@ -18,10 +19,9 @@ from .layers import (
     RotaryEmbedding,
     causal_mask,
     compute_abacus_positions,
+    either_cache,
     ensure_cache_slots,
     padding_free_position_ids,
-    either_cache,
-    shifted_cross_entropy,
 )
 
 
@@ -124,8 +124,9 @@ class AbacusModel(AbacusPreTrainedModel):
         }
         return embedded, recurrences, layer_kwargs
 
-    def run_block(self, hidden, embedded, recurrences: range, layer_kwargs) -> torch.Tensor:
-        """Applies the recurrent block for each recurrence index in `recurrences`.
+    def run_block(self, hidden, embedded, recurrences: range, layer_kwargs, states=None, attentions=None):
+        """Applies the recurrent block for each recurrence index in `recurrences`; appends each layer
+        application's output to `states` and its attention weights to `attentions` when given.
 
         With input injection the state starts at zero and the embedded input is added before every
         application, so recurrence 0 sees exactly the embeddings (1×1 is a plain decoder).
@@ -135,12 +136,17 @@ class AbacusModel(AbacusPreTrainedModel):
             if self.config.input_injection:
                 hidden = hidden + embedded
             for i, layer in enumerate(self.layers):
-                hidden = layer(hidden, cache_index=r * num_layers + i, **layer_kwargs)
+                hidden, weights = layer(hidden, cache_index=r * num_layers + i, **layer_kwargs)
+                if states is not None:
+                    states.append(hidden)
+                if attentions is not None:
+                    attentions.append(weights)
         return hidden
 
     def initial_state(self, embedded):
         return torch.zeros_like(embedded) if self.config.input_injection else embedded
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -151,18 +157,46 @@ class AbacusModel(AbacusPreTrainedModel):
         use_cache: bool | None = None,
         num_recurrences: int | None = None,
         abacus_positions: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        r"""
+        Returns `BaseModelOutputWithPast` (a tuple with `return_dict=False`): `last_hidden_state`
+        (batch, seq, hidden), normalised; the cache; and on request:
+
+        - `hidden_states`: R·L + 1 tensors (batch, seq, hidden): the embedded input (tokens plus
+          position embeddings; with input injection, what is added before every recurrence), then
+          the output of each layer application in order (recurrence 0 layers 0..L-1, recurrence 1,
+          ...), the last one after the final norm (so it equals `last_hidden_state`, as in Llama).
+        - `attentions`: R·L tensors (batch, heads, q, kv), one per layer application, computed by the
+          eager kernel for this call.
+        """
         past_key_values = either_cache(cache, past_key_values)
         use_cache = self.config.use_cache if use_cache is None else use_cache
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         if use_cache and past_key_values is None and not self.training:
             past_key_values = DynamicCache()
         embedded, recurrences, layer_kwargs = self.prepare(
             input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, abacus_positions, num_recurrences
         )
-        hidden = self.run_block(self.initial_state(embedded), embedded, range(recurrences), layer_kwargs)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{CACHE_NAME: past_key_values})
+        states = [embedded] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        layer_kwargs["output_attentions"] = bool(output_attentions)
+        hidden = self.run_block(self.initial_state(embedded), embedded, range(recurrences), layer_kwargs, states, attentions)
+        hidden = self.norm(hidden)
+        if states is not None:
+            states[-1] = hidden
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden,
+            hidden_states=None if states is None else tuple(states),
+            attentions=None if attentions is None else tuple(attentions),
+            **{CACHE_NAME: past_key_values},
+        )
 
 
 class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
@@ -174,6 +208,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -187,6 +222,8 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         num_recurrences: int | None = None,
         abacus_positions: torch.LongTensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
@@ -199,6 +236,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         num_items_in_batch (`int`, *optional*): divide the summed loss by this many label tokens.
         cache (`Cache`, *optional*): the KV cache, the name transformers >= 5.24 passes; the same as
             `past_key_values` (give one). The output returns it under the installed release's name.
+        output_hidden_states, output_attentions: as `AbacusModel.forward` documents them.
 
         Example:
             >>> out = model(**tokenizer("321+54=", return_tensors="pt"))
@@ -219,13 +257,29 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             num_recurrences=num_recurrences,
             abacus_positions=abacus_positions,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
         )
         hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
-        loss = None if labels is None else shifted_cross_entropy(logits, labels, num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_NAME: getattr(outputs, CACHE_NAME)})
+        loss = None if labels is None else self._loss(logits, labels, num_items_in_batch)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
+        )
+
+    def _loss(self, logits, labels, num_items_in_batch):
+        """transformers' causal-LM loss: next-token cross-entropy in fp32, ignore index -100; with
+        `num_items_in_batch` the sum divided by that count (accumulation equals one big batch)."""
+        return self.loss_function(
+            logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
+        )
 
     def _progressive_forward(
         self, input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences, abacus_positions,
@@ -241,7 +295,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
 
         def loss_of(hidden):
             logits = self.lm_head(self.model.norm(hidden))
-            return logits, shifted_cross_entropy(logits, labels, num_items_in_batch)
+            return logits, self._loss(logits, labels, num_items_in_batch)
 
         n = int(torch.randint(0, recurrences, ()))
         max_k = recurrences - n

@@ -108,6 +108,14 @@ def test_final_folder_loads_without_hf_arith_and_gives_the_same_logits(tmp_path)
     assert out["module"].startswith("transformers_modules")
     assert out["tokens"] == expected_tokens and out["hidden"] == [2, 5, 64]
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected, rtol=0, atol=0)
+    # The saved generation config leaves the length to the caller: a saved max_new_tokens would
+    # override `max_length` (lm-eval asks for max_length=len+5 and got 128 new tokens).
+    generation = json.loads((final / "generation_config.json").read_text())
+    assert "max_new_tokens" not in generation and "max_length" not in generation
+    assert (generation["eos_token_id"], generation["pad_token_id"], generation["do_sample"]) == (3, 0, False)
+    batch = tokenizer(["21+3="], return_tensors="pt")
+    out = model.generate(**batch, max_length=batch["input_ids"].shape[1] + 3, eos_token_id=None)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 3
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
@@ -187,6 +195,19 @@ def test_bad_recipes_are_named(tmp_path, override, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(".", r"\.")):
         recipe = load_recipe(REPO / "recipes/abacus/addition_cpu.yaml", [override, f"output_dir={tmp_path}"])
         train(recipe)  # model-config and task errors surface when the run is built
+
+
+def test_a_short_max_steps_scales_warmup_and_cooldown_and_says_so(caplog):
+    recipe_path = REPO / "recipes/olmo/tiny_cpu.yaml"
+    full = load_recipe(recipe_path)
+    assert (full.train.max_steps, full.train.warmup) == (400, 40)
+    with caplog.at_level("WARNING", logger="hf_arith"):
+        short = load_recipe(recipe_path, ["train.max_steps=8"])
+    assert short.train.warmup == 0.1  # 40 of 400 steps: the same share of the shorter run
+    assert "train.warmup: 40 of the recipe's 400 steps do not fit max_steps=8" in caplog.text
+    assert load_recipe(recipe_path, ["train.max_steps=100"]).train.warmup == 40  # fits: unchanged
+    with pytest.raises(RecipeError, match="exceed train.max_steps"):  # a recipe that itself does not fit
+        load_recipe(recipe_path, ["train.warmup=500"])
 
 
 def test_yaml_words_for_false_stay_words():

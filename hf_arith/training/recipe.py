@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import os
 import types
@@ -30,6 +31,8 @@ import yaml
 
 from hf_arith.atomic import write_text_atomically
 from hf_arith.errors import RecipeError
+
+logger = logging.getLogger("hf_arith.training")
 
 
 @dataclass
@@ -593,8 +596,29 @@ def load_recipe(path: str | os.PathLike, overrides=()) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with keys {_allowed(Recipe)}")
+    recipe_steps = (raw.get("train") or {}).get("max_steps")
     apply_overrides(raw, overrides)
+    _fit_schedule_to_shorter_run(raw, recipe_steps)
     return recipe_from_dict(raw, name=path.stem)
+
+
+def _fit_schedule_to_shorter_run(raw: dict, recipe_steps) -> None:
+    """A `--max-steps` shorter than the recipe's warmup + cooldown (in steps) is how people
+    smoke-test a recipe: the two then keep their share of the recipe's own `max_steps`, and the
+    log says so, instead of the run being refused."""
+    train = raw.get("train") or {}
+    max_steps = train.get("max_steps")
+    steps = {name: train.get(name) for name in ("warmup", "cooldown") if type(train.get(name)) is int}
+    if not (isinstance(recipe_steps, int) and isinstance(max_steps, int) and 0 < max_steps < recipe_steps):
+        return
+    fixed = sum(steps.values()) + sum(_steps(train.get(n), max_steps) for n in ("warmup", "cooldown")
+                                        if isinstance(train.get(n), float))
+    if fixed <= max_steps:
+        return
+    for name, value in steps.items():
+        train[name] = value / recipe_steps
+        logger.warning(f"train.{name}: {value} of the recipe's {recipe_steps} steps do not fit max_steps={max_steps}; "
+                       f"scaled to the same share, {_steps(train[name], max_steps)} steps")
 
 
 def _steps(value: int | float, max_steps: int) -> int:

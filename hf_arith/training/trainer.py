@@ -257,6 +257,22 @@ def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
 # Output
 
 
+def greedy_generation_config(tokenizer):
+    """The `GenerationConfig` saved with a model: greedy, the tokenizer's special ids, and no
+    length. A saved `max_new_tokens` would override a caller's `max_length` (lm-eval's
+    generate_until asks for `max_length`), so the length is always the caller's to give.
+
+    Example:
+        >>> greedy_generation_config(build_arith_tokenizer()).max_new_tokens is None
+        True
+    """
+    from transformers import GenerationConfig
+
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    return GenerationConfig(do_sample=False, **{k: v for k, v in special.items() if v is not None})
+
+
 def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) -> Path:
     """`output_dir/final`: `save_pretrained` (safetensors) of the unwrapped model, the tokenizer,
     a greedy `GenerationConfig` with the tokenizer's special ids, and `recipe.yaml`. Written to a
@@ -267,26 +283,12 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
         >>> save_final(accelerator, model, tokenizer, recipe, Path("runs/x")).name
         'final'
     """
-    from transformers import GenerationConfig
-
     final, tmp, old = output_dir / "final", output_dir / ".final.tmp", output_dir / ".final.old"
     accelerator.wait_for_everyone()
     state_dict = full_state_dict(accelerator, model)  # gathered from the shards under FSDP / ZeRO-3
     if accelerator.is_main_process:
         unwrapped = unsharded(accelerator.unwrap_model(model))
-        config = unwrapped.config
-        generation = {
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "do_sample": False,
-        }
-        # Greedy decoding stops at EOS; without a length cap of its own, `generate` would stop at
-        # transformers' default of 20 tokens, too short for long arithmetic. A cap on new tokens
-        # (not `max_length`) lets callers pass their own `max_new_tokens` without a warning.
-        if getattr(config, "max_position_embeddings", None):
-            generation["max_new_tokens"] = int(config.max_position_embeddings)
-        unwrapped.generation_config = GenerationConfig(**{k: v for k, v in generation.items() if v is not None})
+        unwrapped.generation_config = greedy_generation_config(tokenizer)
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             unwrapped.save_pretrained(tmp, state_dict=state_dict)
