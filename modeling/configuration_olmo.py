@@ -14,9 +14,9 @@ class ArithOlmoConfig(OlmoConfig):
     transformers' `OlmoConfig` is accepted too (passed through); the ones below differ or are new.
 
     Args:
-        vocab_size (`int`, defaults to 50280): tokens the tokenizer can produce. Logits of the padding
-            rows (ids `vocab_size .. embedding_size-1`) are set to the dtype's minimum, so they are never
-            generated and add nothing to the loss.
+        vocab_size (`int`, defaults to 50280): tokens the tokenizer can produce, and the width of the
+            logits. The padding rows (ids `vocab_size .. embedding_size-1`) have no logit: they are
+            never generated and add nothing to the loss.
         embedding_size (`int`, *optional*): rows of the token embedding and the LM head. Defaults to
             `vocab_size` rounded up to a multiple of 128 (OLMo pads 50280 to 50304 for throughput);
             must be at least `vocab_size`.

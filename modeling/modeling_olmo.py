@@ -4,8 +4,9 @@ The decoder, attention, RoPE, parameter-free LayerNorm, SwiGLU, cache handling a
 conventions (`output_hidden_states`, `output_attentions`, `return_dict`) are transformers'
 `Olmo*` classes, inherited unchanged. The delta, as allenai/OLMo has it:
 
-- embedding rows padded beyond the vocabulary (`config.embedding_size`), whose logits are masked,
-  and no `padding_idx` (the pad token's row trains like any other);
+- embedding rows padded beyond the vocabulary (`config.embedding_size`), which are no tokens
+  (logits have `config.vocab_size` columns), and no `padding_idx` (the pad token's row trains
+  like any other);
 - the "mitchell" init;
 - optional Abacus positions added to digit embeddings (McLeish et al. 2024);
 - position ids that skip left padding when none are given.
@@ -117,8 +118,9 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
 
 
 class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausalLM):
-    """transformers' `OlmoForCausalLM` over `ArithOlmoModel`, whose logits for the padding rows
-    (ids `config.vocab_size .. config.embedding_size-1`) hold the dtype's minimum."""
+    """transformers' `OlmoForCausalLM` over `ArithOlmoModel`. The LM head has
+    `config.embedding_size` rows; logits have one column per token, `config.vocab_size`, as
+    transformers expects (the padding rows are no tokens)."""
 
     def __init__(self, config: ArithOlmoConfig):
         # Not OlmoForCausalLM.__init__, which would first build (and initialise) a native OlmoModel.
@@ -144,8 +146,8 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausa
         **kwargs,
     ):
         r"""
-        `OlmoForCausalLM.forward`, with logits of `config.embedding_size` columns whose padding
-        columns hold the dtype's minimum, and the loss computed over those masked logits.
+        `OlmoForCausalLM.forward`, with logits of shape (batch, seq, `config.vocab_size`): the
+        padding rows of the LM head take no part in the logits, the softmax or the loss.
 
         abacus_positions (`torch.LongTensor`, *optional*): with `config.abacus`, the Abacus positions
             of `input_ids` (before any offset); computed from `input_ids` when omitted.
@@ -165,13 +167,14 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausa
             **{CACHE_NAME: either_cache(cache, past_key_values)},
             **kwargs,
         )
-        if self.config.embedding_size > self.config.vocab_size:
-            # Rows padded for throughput are no tokens: never generated, no share of the softmax.
-            outputs.logits[..., self.config.vocab_size :] = torch.finfo(outputs.logits.dtype).min
+        vocab_size, logits = self.config.vocab_size, outputs.logits
+        if self.config.embedding_size > vocab_size:
+            # Rows padded for throughput are no tokens: they get no share of the softmax (masked in
+            # place, which the loss, a view of the full width, needs no copy for) and no column.
+            logits[..., vocab_size:] = torch.finfo(logits.dtype).min
+            outputs.logits = logits[..., :vocab_size]
         if labels is not None:
-            outputs.loss = self.loss_function(
-                logits=outputs.logits, labels=labels, vocab_size=self.config.embedding_size, **kwargs
-            )
+            outputs.loss = self.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1], **kwargs)
         return outputs
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):

@@ -238,24 +238,24 @@ def test_embedding_rows_default_to_a_multiple_of_128():
         assert ours_config(vocab_size=vocab).embedding_size == rows
     model = ours_model(vocab_size=100, tie_word_embeddings=False)
     assert model.model.embed_tokens.weight.shape == (128, 64) and model.lm_head.weight.shape == (128, 64)
-    assert model(input_ids=torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 128)
+    assert model(input_ids=torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 100)  # one per token
 
 
 def test_padding_rows_never_win_even_with_huge_weights():
     model = ours_model(vocab_size=40, tie_word_embeddings=False)
+    ids = torch.randint(4, 40, (2, 6))
     with torch.no_grad():
         model.lm_head.weight[40:] = 1e4
-        ids = torch.randint(4, 40, (2, 6))
-        logits = model(input_ids=ids).logits
-    assert torch.all(logits[..., 40:] == torch.finfo(logits.dtype).min)
-    assert logits.argmax(-1).max() < 40
+        out = model(input_ids=ids, labels=ids, output_hidden_states=True)
+    # One logit per token of the vocabulary, as transformers expects (its 5.0 beam search reshapes
+    # the scores by config.vocab_size): the padding rows are never generated, no share of the softmax.
+    assert out.logits.shape == (2, 6, 40)
+    expected = out.hidden_states[-1] @ model.lm_head.weight[:40].T
+    torch.testing.assert_close(out.logits, expected)
     generated = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
     assert generated.max() < 40
-    # The padding rows take no share of the softmax: the loss is cross-entropy over the vocabulary.
-    with torch.no_grad():
-        loss = model(input_ids=ids, labels=ids).loss
-    reference = F.cross_entropy(logits[:, :-1, :40].reshape(-1, 40), ids[:, 1:].reshape(-1))
-    torch.testing.assert_close(loss, reference)
+    reference = F.cross_entropy(expected[:, :-1].reshape(-1, 40), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, reference)
 
 
 def test_kv_cache_has_one_entry_per_layer_and_matches_recomputation():
