@@ -2,7 +2,8 @@
 
 - `ours`: a folder written by `ArithOlmoForCausalLM.save_pretrained`: `config.json` (model_type
   `arith_olmo`, with `auto_map`), `model.safetensors` with transformers' `olmo` tensor names, and
-  the model code. Loads with `trust_remote_code=True`.
+  the model code. Loads with `trust_remote_code=True`. Folders saved before 2026-11-30 hold fused
+  `qkv_proj`/`gate_up_proj` tensors; they are read too, so `--to ours` upgrades one to today's code.
 - `native`: transformers' own `olmo`: `config.json` (model_type `olmo`) and the same tensors
   (`q/k/v/o_proj`, `gate/up/down_proj`). Loads with plain `AutoModelForCausalLM.from_pretrained(dst)`:
   no remote code. Between `ours` and `native` only the config changes.
@@ -295,6 +296,22 @@ def _ours(state: dict, config) -> _Tensors:
     return tensors
 
 
+def _unfused(state: dict) -> dict:
+    """`state` with the fused q/k/v (`qkv_proj`, [q; k; v] rows) and gate/up (`gate_up_proj`,
+    [gate; up] rows) tensors of hf-arith folders saved before 2026-11-30 split into today's names."""
+    out = {}
+    for name, tensor in state.items():
+        if name.endswith("self_attn.qkv_proj.weight"):
+            base = name[: -len("qkv_proj.weight")]
+            out.update({f"{base}{n}_proj.weight": t.clone() for n, t in zip("qkv", tensor.chunk(3))})
+        elif name.endswith("mlp.gate_up_proj.weight"):
+            base = name[: -len("gate_up_proj.weight")]
+            out.update({f"{base}{n}_proj.weight": t.clone() for n, t in zip(("gate", "up"), tensor.chunk(2))})
+        else:
+            out[name] = tensor
+    return out
+
+
 def _checked_ours(state: dict, config, layout: str = "hf-arith") -> dict:
     """`state` (our names) without a tied head's duplicate; `HfArithError` unless it holds exactly
     the tensors of `ArithOlmoForCausalLM(config)`."""
@@ -518,7 +535,7 @@ def load_checkpoint(path):
     if fmt == "ours":
         ArithOlmoConfig, _ = _olmo_classes()
         config = ArithOlmoConfig.from_pretrained(path)
-        return fmt, config, _checked_ours(_read_weights(path), config)
+        return fmt, config, _checked_ours(_unfused(_read_weights(path)), config)
     if fmt == "native":
         from transformers import OlmoConfig
 

@@ -138,7 +138,14 @@ def load_model(model_dir: Path):
                            f"(model_type {', '.join(repr(t) for t in ARCHITECTURES)})")
     cls_path = ARCHITECTURES[model_type][1]
     cls = import_object(cls_path) if cls_path else AutoModelForCausalLM
-    return cls.from_pretrained(model_dir).eval()
+    model, info = cls.from_pretrained(model_dir, output_loading_info=True)
+    if info.get("missing_keys"):  # transformers would initialise them afresh and publish that
+        missing = sorted(info["missing_keys"])
+        fix = ("`hf-arith convert` it to the current layout first (`--to ours`)" if model_type == "arith_olmo"
+               else "it was saved by an older hf-arith with other tensor names; retrain or load it with its own code")
+        raise HfArithError(f"{model_dir} lacks tensors this hf-arith's {model_type} model has ({', '.join(missing[:3])}"
+                           f"{', ...' if len(missing) > 3 else ''}); {fix}")
+    return model.eval()
 
 
 def load_tokenizer(model_dir: Path):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.olmo.modeling_olmo import OlmoForCausalLM, OlmoModel, OlmoPreTrainedModel
 from transformers.utils.generic import can_return_tuple
 
@@ -102,6 +103,8 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
             if inputs_embeds is None:
                 inputs_embeds = self.embed_tokens(input_ids)
             inputs_embeds, input_ids = inputs_embeds + self.abacus(abacus_positions), None
+        if self.training and kwargs.get("use_cache") is None:
+            kwargs["use_cache"] = False  # a training step builds no cache (native's default would)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             # A left-padded batch gives each row the positions it would have alone, as `generate` does.
             q_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -168,14 +171,20 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausa
             **kwargs,
         )
         vocab_size, logits = self.config.vocab_size, outputs.logits
+        loss = None
         if self.config.embedding_size > vocab_size:
             # Rows padded for throughput are no tokens: they get no share of the softmax (masked in
-            # place, which the loss, a view of the full width, needs no copy for) and no column.
+            # place, so the loss needs no copy of the full width) and no column.
             logits[..., vocab_size:] = torch.finfo(logits.dtype).min
-            outputs.logits = logits[..., :vocab_size]
         if labels is not None:
-            outputs.loss = self.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1], **kwargs)
-        return outputs
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=logits.shape[-1], **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits[..., :vocab_size],
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
+        )
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """transformers' resize, keeping our two sizes apart: `config.vocab_size` becomes the token

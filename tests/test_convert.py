@@ -2,6 +2,7 @@
 allenai/OLMo's, checked against the native model's logits and a test-local weight mapping."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -289,3 +290,32 @@ def test_destination_must_be_new(native, tmp_path, capsys):
     (tmp_path / "taken" / "file").write_text("x")
     status, err = run_cli(capsys, native[1]["native"], tmp_path / "taken", "--to", "ours")
     assert status == 2 and "not an empty folder" in err
+
+
+def test_a_folder_with_the_old_fused_tensors_is_upgraded_by_convert_and_refused_by_publish(ours_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hf_arith.hub import load_model
+
+    model, src = ours_folder
+    old = tmp_path / "old"
+    shutil.copytree(src, old)
+    state = load_file(old / "model.safetensors")
+    fused = {}
+    for name, tensor in state.items():  # hf-arith's layout before 2026-11-30
+        if ".q_proj." in name:
+            base = name.replace("q_proj.weight", "")
+            fused[base + "qkv_proj.weight"] = torch.cat([state[base + f"{n}_proj.weight"] for n in "qkv"])
+        elif ".gate_proj." in name:
+            base = name.replace("gate_proj.weight", "")
+            fused[base + "gate_up_proj.weight"] = torch.cat([state[base + "gate_proj.weight"], state[base + "up_proj.weight"]])
+        elif not any(f".{n}_proj." in name for n in ("k", "v", "up")):
+            fused[name] = tensor
+    save_file(fused, old / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(HfArithError, match="convert"):
+        load_model(old)
+    upgraded = load_any(convert(old, tmp_path / "new", to="ours"), "ours")
+    ids, mask = left_padded_batch(seed=6)
+    ids = ids % 40
+    diff = (logits(upgraded, ids, mask)[..., :40] - logits(model, ids, mask)[..., :40])[mask.bool()]
+    assert diff.abs().max() == 0

@@ -157,7 +157,8 @@ def mixed_precision_policy(mixed_precision: str):
 def fsdp_plugin(recipe: Recipe):
     """Accelerate's FSDP plugin: the launch config's settings (read from the environment
     `accelerate launch` sets) with `mixed_precision_policy`. Accelerate then wraps each class of the
-    model's `_no_split_modules` (`DecoderLayer`) when the launch config names no classes.
+    model's `_no_split_modules` (`DecoderLayer`, OLMo's `OlmoDecoderLayer`) when the launch config
+    names no classes.
 
     Example:
         >>> fsdp_plugin(recipe).fsdp_version
@@ -266,7 +267,7 @@ def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn
 
     Example:
         >>> model = shard_model(build_model(spec, tokenizer), "bf16")   # under torch.distributed
-        >>> type(model.model.layers[0]).__name__
+        >>> type(model.model.layers[0]).__name__  # an Abacus model
         'FSDPDecoderLayer'
     """
     from torch.distributed.device_mesh import init_device_mesh
@@ -285,9 +286,10 @@ def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn
     return fully_shard(model, **kwargs)
 
 
-def prepare(accelerator, model: torch.nn.Module, spec: TrainSpec):
+def prepare(accelerator, model: torch.nn.Module, spec: TrainSpec, clock=None):
     """`(model, optimizer, scheduler)` ready to train: the optimizer and schedule of `spec` built on
     `model`, and all three passed to `accelerator.prepare` (DDP, FSDP, DeepSpeed wrap them there).
+    `clock` (an `optim.BudgetClock`) makes the learning rate follow the time budget.
     Where hf-arith shards itself, the model is sharded first and only the scheduler goes through
     Accelerate: the sharded model and optimizer state are saved by `save_sharded_state`.
 
@@ -301,9 +303,9 @@ def prepare(accelerator, model: torch.nn.Module, spec: TrainSpec):
                                "set train.mixed_precision to bf16 or no")
         model = shard_model(model, spec.mixed_precision)
         optimizer = build_optimizer(model, spec)
-        return model, optimizer, accelerator.prepare(build_scheduler(optimizer, spec))
+        return model, optimizer, accelerator.prepare(build_scheduler(optimizer, spec, clock))
     optimizer = build_optimizer(model, spec)
-    return accelerator.prepare(model, optimizer, build_scheduler(optimizer, spec))
+    return accelerator.prepare(model, optimizer, build_scheduler(optimizer, spec, clock))
 
 
 def full_state_dict(accelerator, model: torch.nn.Module) -> dict:
