@@ -22,6 +22,9 @@ class AbacusConfig(PretrainedConfig):
             inference (`model(..., num_recurrences=R)` or `generate(..., num_recurrences=R)`).
         input_injection (`bool`, defaults to `True`): add the embedded input to the hidden state
             before every application of the block.
+        inject_every_layer (`bool`, defaults to `False`): with input injection, add the embedded input
+            before every layer instead of every block application: the reference's "standard
+            transformer with input injection" baseline (16×1, `forward_only_model_with_skip`).
         embedding_positions (`str`, defaults to `"abacus"`): position signal added to the token
             embeddings: `"abacus"`, `"learned"` (absolute, up to `max_position_embeddings`) or `"none"`.
         attention_positions (`str`, defaults to `"none"`): position signal inside attention:
@@ -41,8 +44,22 @@ class AbacusConfig(PretrainedConfig):
             and the longest sequence the model is meant for.
         rope_theta (`float`, defaults to 10000.0): RoPE base, when `attention_positions="rope"`.
         norm_position (`str`, defaults to `"pre"`): LayerNorm before (`"pre"`) or after (`"post"`)
-            each sub-layer.
-        layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon.
+            each sub-layer (the reference: `norm_scheme: post`).
+        layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon (the reference: 1e-12).
+        layer_norm_bias (`bool`, defaults to `False`): LayerNorms with a learned bias (the reference's
+            `nn.LayerNorm`).
+        embedding_norm (`bool`, defaults to `False`): a LayerNorm on the sum of token and position
+            embeddings, so the injected input is normalised (the reference's embedding
+            `normalization: True`).
+        head (`str`, defaults to `"linear"`): what turns the block's output into logits. `"linear"`:
+            the LM head on the final norm (pre-norm; post-norm layers already end normalised).
+            `"mlp"`: the reference's head: a gated MLP of the block MLP's shapes, a LayerNorm and a
+            d×d linear map (`head_adapter`, the reference's untied `TransposedAdapter`) give the last
+            hidden state, which the LM head maps to logits.
+        initializer (`str`, defaults to `"normal"`): `"normal"`: every weight from
+            N(0, `initializer_range`). `"deepnet"`: the reference's `deepnorm-straight`: linear
+            weights Xavier-normal with gain (8·L·R)^(-1/4) (queries and keys with gain 1), embeddings
+            (tokens, Abacus and learned positions) N(0, 1/√hidden_size), LayerNorms 1 and 0.
         progressive_loss_alpha (`float`, defaults to 0.0): α of the progressive loss
             `(1-α)·L(R recurrences) + α·L(n without grad, then k with grad)`, applied in training
             when labels are given. The paper's code uses 1.0.
@@ -65,6 +82,7 @@ class AbacusConfig(PretrainedConfig):
         num_hidden_layers: int = 8,
         num_recurrences: int = 2,
         input_injection: bool = True,
+        inject_every_layer: bool = False,
         embedding_positions: str = "abacus",
         attention_positions: str = "none",
         digit_token_ids: list[int] | None = None,
@@ -76,6 +94,10 @@ class AbacusConfig(PretrainedConfig):
         rope_theta: float = 10000.0,
         norm_position: str = "pre",
         layer_norm_eps: float = 1e-5,
+        layer_norm_bias: bool = False,
+        embedding_norm: bool = False,
+        head: str = "linear",
+        initializer: str = "normal",
         progressive_loss_alpha: float = 0.0,
         progressive_max_k: int | None = None,
         initializer_range: float = 0.02,
@@ -95,6 +117,7 @@ class AbacusConfig(PretrainedConfig):
         self.num_hidden_layers = num_hidden_layers
         self.num_recurrences = num_recurrences
         self.input_injection = input_injection
+        self.inject_every_layer = inject_every_layer
         self.embedding_positions = embedding_positions
         self.attention_positions = attention_positions
         self.digit_token_ids = list(ARITH_DIGIT_TOKEN_IDS if digit_token_ids is None else digit_token_ids)
@@ -106,6 +129,10 @@ class AbacusConfig(PretrainedConfig):
         self.rope_theta = rope_theta
         self.norm_position = norm_position
         self.layer_norm_eps = layer_norm_eps
+        self.layer_norm_bias = layer_norm_bias
+        self.embedding_norm = embedding_norm
+        self.head = head
+        self.initializer = initializer
         self.progressive_loss_alpha = progressive_loss_alpha
         self.progressive_max_k = progressive_max_k
         self.initializer_range = initializer_range
@@ -128,6 +155,8 @@ class AbacusConfig(PretrainedConfig):
             "abacus_offset_mode": ("per_batch", "per_example"),
             "norm_position": ("pre", "post"),
             "hidden_act": ("gelu", "silu"),
+            "head": ("linear", "mlp"),
+            "initializer": ("normal", "deepnet"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -139,6 +168,8 @@ class AbacusConfig(PretrainedConfig):
             )
         if min(self.num_hidden_layers, self.num_recurrences) < 1:
             raise ValueError("num_hidden_layers and num_recurrences must both be at least 1")
+        if self.inject_every_layer and not self.input_injection:
+            raise ValueError("inject_every_layer=True needs input_injection=True (it says where to inject)")
         if not 0.0 <= self.progressive_loss_alpha <= 1.0:
             raise ValueError(f"progressive_loss_alpha={self.progressive_loss_alpha} must be in [0, 1]")
 

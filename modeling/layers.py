@@ -121,20 +121,24 @@ class AbacusEmbedding(nn.Module):
 
 
 class FireBias(nn.Module):
-    """FIRE (Li et al. 2023): a learned attention bias from normalised relative distance.
+    """FIRE (Li et al. 2023): a learned attention bias from normalised relative distance, as the
+    reference code (mcleish7/arithmetic `embeddings.py`, `FIRE`) computes it.
 
-    `b(i, j) = MLP(psi(i - j) / psi(max(i, L)))` with `psi(x) = log(|c x| + 1)`, an MLP
-    1 -> 32 -> ReLU -> heads, and learned `c` (init 0.1) and threshold `L` (init 512).
+    `b(i, j) = MLP(psi(i - j) / (psi(max(i, L)) + 1e-6))` with `psi(x) = log(|c x| + 1)`, an MLP
+    1 -> 32 -> ReLU -> heads, learned `c` (init 0.1) and threshold `L = |s| · 512` with a learned
+    multiplier `s` (init 1): under Adam a multiplier moves L hundreds of times faster than L itself.
     """
 
-    def __init__(self, num_heads: int, mlp_width: int = 32, c_init: float = 0.1, threshold_init: float = 512.0):
+    THRESHOLD = 512.0
+
+    def __init__(self, num_heads: int, mlp_width: int = 32):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(1, mlp_width), nn.ReLU(), nn.Linear(mlp_width, num_heads))
-        self.c = nn.Parameter(torch.tensor(c_init))
-        self.threshold = nn.Parameter(torch.tensor(threshold_init))
+        self.c = nn.Parameter(torch.tensor(0.1))
+        self.threshold_scale = nn.Parameter(torch.tensor(1.0))
 
     def psi(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.abs(self.c * x) + 1)
+        return torch.log(torch.abs(self.c.float() * x) + 1)
 
     def forward(self, query_positions: torch.Tensor, query_cache_index: torch.Tensor, kv_len: int) -> torch.Tensor:
         """Bias of shape (batch, heads, q, kv).
@@ -145,9 +149,10 @@ class FireBias(nn.Module):
         """
         key_index = torch.arange(kv_len, device=query_positions.device)
         distance = (query_cache_index[:, None] - key_index[None, :]).clamp(min=0).float()
-        normaliser = self.psi(torch.maximum(query_positions.float(), self.threshold.abs()))
-        features = self.psi(distance)[None] / normaliser[..., None]
-        return self.mlp(features.unsqueeze(-1)).permute(0, 3, 1, 2)
+        threshold = self.threshold_scale.float().abs() * self.THRESHOLD
+        normaliser = self.psi(torch.maximum(query_positions.float(), threshold)) + 1e-6
+        features = self.psi(distance)[None] / normaliser[..., None]  # fp32, then the MLP's dtype
+        return self.mlp(features.unsqueeze(-1).to(self.mlp[0].weight.dtype)).permute(0, 3, 1, 2)
 
 
 def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device) -> torch.Tensor:
@@ -206,8 +211,9 @@ class Attention(nn.Module):
             qkv = qkv.clamp(min=-self.config.clip_qkv, max=self.config.clip_qkv)
         query, key, value = qkv.view(batch, q_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
-        if position_embeddings is not None:
-            query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        if position_embeddings is not None:  # rotated in fp32 (cos/sin are), then back to the model's dtype
+            rotated = apply_rotary_pos_emb(query.float(), key.float(), *position_embeddings)
+            query, key = (t.to(value.dtype) for t in rotated)
         if past_key_values is not None:
             slot = self.layer_idx if cache_index is None else cache_index
             key, value = past_key_values.update(key, value, slot)

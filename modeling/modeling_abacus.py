@@ -16,6 +16,7 @@ from .layers import (
     CausalLMMixin,
     DecoderLayer,
     FireBias,
+    GatedMLP,
     RotaryEmbedding,
     causal_mask,
     compute_abacus_positions,
@@ -31,21 +32,41 @@ class AbacusPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["DecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_attention_backend = True
 
     def _init_weights(self, module):
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+        if isinstance(module, FireBias):
+            init.constant_(module.c, 0.1)
+            init.constant_(module.threshold_scale, 1.0)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
-        elif isinstance(module, FireBias):
-            init.constant_(module.c, 0.1)
-            init.constant_(module.threshold, 512.0)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Embedding)):
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+            if self.config.initializer == "normal":
+                init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            elif isinstance(module, nn.Embedding):
+                init.normal_(module.weight, mean=0.0, std=self.config.hidden_size**-0.5)
+            else:
+                init.copy_(module.weight, self._deepnet_weight(module))
+
+    def _deepnet_weight(self, linear: nn.Linear) -> torch.Tensor:
+        """A fresh weight for `linear` under the reference's `deepnorm-straight` init
+        (mcleish7/arithmetic `components.py`, `_init_module`): Xavier-normal with gain
+        (8·L·R)^(-1/4), queries and keys with gain 1. The fused q/k/v projection is drawn as three
+        d×d matrices, as the reference's separate projections are."""
+        config = self.config
+        gain = (8 * config.num_hidden_layers * config.num_recurrences) ** -0.25
+        out_features, in_features = linear.out_features, linear.in_features
+        draw = lambda *shape: torch.randn(*shape, device=linear.weight.device)  # noqa: E731
+        if not any(linear is layer.self_attn.qkv_proj for layer in self.base_model.layers):
+            return draw(out_features, in_features) * gain * (2 / (in_features + out_features)) ** 0.5
+        q, k, v = (draw(in_features, in_features) * in_features**-0.5 for _ in range(3))
+        return torch.cat([q, k, v * gain])
 
 
 class AbacusModel(AbacusPreTrainedModel):
@@ -61,12 +82,24 @@ class AbacusModel(AbacusPreTrainedModel):
             else None
         )
         self.rotary_emb = RotaryEmbedding(config) if config.attention_positions == "rope" else None
-        norm = lambda: nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=False)  # noqa: E731
+        norm = lambda: nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.layer_norm_bias)  # noqa: E731
+        self.embed_norm = norm() if config.embedding_norm else None
         self.layers = nn.ModuleList([DecoderLayer(config, i, norm) for i in range(config.num_hidden_layers)])
-        # Post-norm layers already end normalised.
-        self.norm = norm() if config.norm_position == "pre" else nn.Identity()
+        self.head = GatedMLP(config) if config.head == "mlp" else None
+        # Post-norm layers already end normalised; the MLP head is normalised after.
+        self.norm = norm() if config.norm_position == "pre" or self.head is not None else nn.Identity()
+        # The reference's MLP head ends in an untied d×d map (its `TransposedAdapter`) before the
+        # vocabulary projection; kept here, so that the LM head maps the last hidden state to logits.
+        self.head_adapter = nn.Linear(config.hidden_size, config.hidden_size, bias=False) if config.head == "mlp" else None
         self.gradient_checkpointing = False
         self.post_init()
+
+    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The block's output to the final hidden state: the MLP head, final norm and adapter where
+        configured, else the final norm (pre-norm) or nothing (post-norm)."""
+        if self.head is None:
+            return self.norm(hidden)
+        return self.head_adapter(self.norm(self.head(hidden)))
 
     def prepare(
         self,
@@ -77,6 +110,7 @@ class AbacusModel(AbacusPreTrainedModel):
         inputs_embeds=None,
         abacus_positions=None,
         num_recurrences=None,
+        output_attentions=False,
     ):
         """Embeds the input and builds what every layer application needs.
 
@@ -104,15 +138,18 @@ class AbacusModel(AbacusPreTrainedModel):
                     f"{self.config.max_position_embeddings}; use shorter inputs"
                 )
             embedded = embedded + self.embed_positions(position_ids)
+        if self.embed_norm is not None:
+            embedded = self.embed_norm(embedded)
 
         recurrences = num_recurrences or self.config.num_recurrences
         if past_key_values is not None:
             ensure_cache_slots(past_key_values, recurrences * self.config.num_hidden_layers)
 
         padded = attention_mask is not None and not bool(attention_mask.all())
-        # Without padding, cache or FIRE bias, sdpa's own causal path is fastest (flash on GPU).
+        # Without padding, cache or FIRE bias, sdpa's own causal path is fastest (flash on GPU);
+        # attention weights come from the eager kernel, which needs the mask.
         plain_causal = self.config._attn_implementation == "sdpa" and self.config.attention_positions != "fire"
-        if plain_causal and not padded and past_len == 0:
+        if plain_causal and not padded and past_len == 0 and not output_attentions:
             mask = None
         else:
             mask = causal_mask(attention_mask, batch, q_len, past_len, embedded.dtype, embedded.device)
@@ -121,6 +158,7 @@ class AbacusModel(AbacusPreTrainedModel):
             "position_ids": position_ids,
             "position_embeddings": self.rotary_emb(position_ids) if self.rotary_emb is not None else None,
             "past_key_values": past_key_values,
+            "output_attentions": bool(output_attentions),
         }
         return embedded, recurrences, layer_kwargs
 
@@ -131,11 +169,11 @@ class AbacusModel(AbacusPreTrainedModel):
         With input injection the state starts at zero and the embedded input is added before every
         application, so recurrence 0 sees exactly the embeddings (1×1 is a plain decoder).
         """
-        num_layers = self.config.num_hidden_layers
+        num_layers, config = self.config.num_hidden_layers, self.config
         for r in recurrences:
-            if self.config.input_injection:
-                hidden = hidden + embedded
             for i, layer in enumerate(self.layers):
+                if config.input_injection and (i == 0 or config.inject_every_layer):
+                    hidden = hidden + embedded
                 hidden, weights = layer(hidden, cache_index=r * num_layers + i, **layer_kwargs)
                 if states is not None:
                     states.append(hidden)
@@ -182,13 +220,13 @@ class AbacusModel(AbacusPreTrainedModel):
         if use_cache and past_key_values is None and not self.training:
             past_key_values = DynamicCache()
         embedded, recurrences, layer_kwargs = self.prepare(
-            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, abacus_positions, num_recurrences
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, abacus_positions, num_recurrences,
+            output_attentions,
         )
         states = [embedded] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        layer_kwargs["output_attentions"] = bool(output_attentions)
         hidden = self.run_block(self.initial_state(embedded), embedded, range(recurrences), layer_kwargs, states, attentions)
-        hidden = self.norm(hidden)
+        hidden = self.finish(hidden)
         if states is not None:
             states[-1] = hidden
         return BaseModelOutputWithPast(
@@ -294,7 +332,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         start = self.model.initial_state(embedded)
 
         def loss_of(hidden):
-            logits = self.lm_head(self.model.norm(hidden))
+            logits = self.lm_head(self.model.finish(hidden))
             return logits, self._loss(logits, labels, num_items_in_batch)
 
         n = int(torch.randint(0, recurrences, ()))

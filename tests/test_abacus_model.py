@@ -296,3 +296,150 @@ def test_heads_must_divide_hidden():
 def test_all_option_combinations_build():
     for emb, att, norm in itertools.product(("abacus", "learned", "none"), ("none", "rope", "fire"), ("pre", "post")):
         tiny_model(embedding_positions=emb, attention_positions=att, norm_position=norm)(ids_of("1+2="))
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference code's model (mcleish7/arithmetic, crammed-depthrecurrent), as options
+
+REFERENCE_OPTIONS = dict(embedding_norm=True, norm_position="post", layer_norm_bias=True, layer_norm_eps=1e-12,
+                         head="mlp", initializer="deepnet")
+
+
+def reference_code_logits(model: AbacusForCausalLM, input_ids, layer_order, inject_before) -> torch.Tensor:
+    """The reference's forward written out with torch ops: LayerNorm(tokens + Abacus), post-norm
+    layers (norm(x + f(x)), LayerNorms with bias), input injection by addition, then the MLP head,
+    a final LayerNorm, the untied d×d adapter and the vocabulary projection."""
+    m, eps = model.model, model.config.layer_norm_eps
+    heads, d = model.config.num_attention_heads, model.config.hidden_size
+    head_dim, seq = d // heads, input_ids.shape[1]
+
+    def norm(x, ln):
+        return F.layer_norm(x, (d,), ln.weight, ln.bias, eps)
+
+    def mlp(x, module):
+        gate, up = (x @ module.gate_up_proj.weight.T).chunk(2, dim=-1)
+        return (F.gelu(gate) * up) @ module.down_proj.weight.T
+
+    embedded = norm(m.embed_tokens(input_ids) + m.abacus.embedding(compute_abacus_positions(input_ids, DIGITS)),
+                    m.embed_norm)
+    hidden = torch.zeros_like(embedded)
+    future = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)
+    for step, index in enumerate(layer_order):
+        if step in inject_before:
+            hidden = hidden + embedded
+        layer = m.layers[index]
+        q, k, v = (hidden @ layer.self_attn.qkv_proj.weight.T).chunk(3, dim=-1)
+        q, k, v = (t.view(1, seq, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        attn = ((q @ k.transpose(-1, -2)) / head_dim**0.5).masked_fill(future, float("-inf")).softmax(-1) @ v
+        hidden = norm(hidden + attn.transpose(1, 2).reshape(1, seq, -1) @ layer.self_attn.o_proj.weight.T,
+                      layer.input_layernorm)
+        hidden = norm(hidden + mlp(hidden, layer.mlp), layer.post_attention_layernorm)
+    hidden = norm(mlp(hidden, m.head), m.norm)
+    return hidden @ m.head_adapter.weight.T @ model.lm_head.weight.T
+
+
+def test_reference_options_compute_the_reference_forward():
+    model = tiny_model(num_hidden_layers=2, num_recurrences=2, **REFERENCE_OPTIONS)
+    with torch.no_grad():  # non-trivial norm parameters, so that a swapped weight or bias shows
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(torch.randn_like(param) * 0.3)
+    ids = ids_of("4321+987=")
+    with torch.no_grad():
+        expected = reference_code_logits(model, ids, [0, 1, 0, 1], inject_before=(0, 2))
+        torch.testing.assert_close(model(ids).logits, expected, atol=1e-4, rtol=1e-4)
+        every = tiny_model(num_hidden_layers=3, num_recurrences=1, inject_every_layer=True, **REFERENCE_OPTIONS)
+        expected = reference_code_logits(every, ids, [0, 1, 2], inject_before=(0, 1, 2))
+        torch.testing.assert_close(every(ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+# The paper's counts (section 3, vocabulary 19) are rounded to the million; the reference code
+# gives exactly 7,344,128·L + 4,761,600 (per layer 7d² + 4d; embeddings, the 512-row Abacus table,
+# the embedding norm, MLP head, final norm, d×d adapter and decoder).
+PAPER_PARAMETERS = {(16, 1): 122e6, (8, 2): 64e6, (4, 4): 34e6, (2, 8): 19e6, (1, 16): 12e6}
+
+
+@pytest.mark.parametrize("layers,recurrences", PAPER_PARAMETERS)
+def test_reference_configs_have_the_papers_parameter_counts(layers, recurrences):
+    config = AbacusConfig(vocab_size=19, hidden_size=1024, num_attention_heads=16, intermediate_size=1024,
+                          num_hidden_layers=layers, num_recurrences=recurrences, abacus_num_positions=512,
+                          **REFERENCE_OPTIONS)
+    with torch.device("meta"):
+        count = sum(p.numel() for p in AbacusForCausalLM(config).parameters())
+    assert count == 7_344_128 * layers + 4_761_600
+    assert round(count / 1e6) == PAPER_PARAMETERS[layers, recurrences] / 1e6  # the paper's rounding
+    assert abs(count / PAPER_PARAMETERS[layers, recurrences] - 1) < (0.025 if layers == 2 else 0.01)
+
+
+def test_the_paper_recipe_builds_the_reference_model():
+    from hf_arith.training.recipe import load_recipe
+    from pathlib import Path
+
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes/abacus/addition_paper.yaml")
+    config = AbacusConfig(vocab_size=19, **recipe.model.config)
+    for name, value in REFERENCE_OPTIONS.items():
+        assert getattr(config, name) == value, name
+    assert (config.abacus_num_positions, recipe.train.eps, recipe.train.decay_embeddings) == (512, 1e-12, True)
+    with torch.device("meta"):
+        assert sum(p.numel() for p in AbacusForCausalLM(config).parameters()) == 63_514_624  # 8x2: "64M"
+
+
+def test_deepnet_init_follows_the_reference():
+    d, layers, recurrences = 256, 2, 4
+    torch.manual_seed(0)
+    model = AbacusForCausalLM(tiny_config(hidden_size=d, intermediate_size=256, num_attention_heads=4,
+                                          num_hidden_layers=layers, num_recurrences=recurrences,
+                                          abacus_num_positions=256, **REFERENCE_OPTIONS))
+    gain = (8 * layers * recurrences) ** -0.25
+
+    def xavier(fan_in, fan_out, g=gain):
+        return g * (2 / (fan_in + fan_out)) ** 0.5
+
+    layer = model.model.layers[0]
+    q, k, v = layer.self_attn.qkv_proj.weight.chunk(3)
+    expected = {"q": (q, xavier(d, d, 1.0)), "k": (k, xavier(d, d, 1.0)), "v": (v, xavier(d, d)),
+                "o": (layer.self_attn.o_proj.weight, xavier(d, d)),
+                "gate_up": (layer.mlp.gate_up_proj.weight, xavier(d, 512)),
+                "down": (layer.mlp.down_proj.weight, xavier(256, d)),
+                "adapter": (model.model.head_adapter.weight, xavier(d, d)),
+                "tokens": (model.model.embed_tokens.weight, d**-0.5), "abacus": (model.model.abacus.embedding.weight, d**-0.5)}
+    for name, (weight, std) in expected.items():
+        assert abs(weight.std().item() / std - 1) < 0.08, name
+    assert torch.equal(model.model.norm.weight, torch.ones(d)) and torch.equal(model.model.norm.bias, torch.zeros(d))
+
+
+def test_fire_threshold_is_512_times_a_learned_multiplier():
+    model = tiny_model(attention_positions="fire")
+    fire = model.model.layers[0].self_attn.fire
+    assert fire.threshold_scale.item() == 1.0 and fire.c.item() == pytest.approx(0.1)
+    positions, slots = torch.tensor([[0, 1, 2, 700]]), torch.arange(4)
+    with torch.no_grad():
+        fire.threshold_scale.fill_(0.5)  # L = 256: position 700 normalises by itself, the others by L
+        bias = fire(positions, slots, 4)
+        psi = lambda x: torch.log(torch.abs(fire.c * x) + 1)  # noqa: E731
+        distance = (slots[:, None] - slots[None, :]).clamp(min=0).float()
+        normaliser = psi(torch.tensor([256.0, 256.0, 256.0, 700.0])) + 1e-6
+        expected = fire.mlp((psi(distance) / normaliser[:, None])[None, ..., None]).permute(0, 3, 1, 2)
+    torch.testing.assert_close(bias, expected)
+
+
+def test_asking_for_attention_weights_changes_no_logit():
+    model = tiny_model(seed=3)  # sdpa, no padding, no cache: the path that leaves causality to the kernel
+    ids = ids_of("4321+987=")
+    with torch.no_grad():
+        plain = model(ids).logits
+        out = model(ids, output_attentions=True)
+    torch.testing.assert_close(out.logits, plain, atol=1e-5, rtol=1e-5)
+    future = torch.triu(torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool), 1)
+    assert all(float(w[..., future].abs().max()) == 0.0 for w in out.attentions)  # causal weights
+
+
+@pytest.mark.parametrize("positions", ["rope", "fire"])
+def test_bf16_forward_and_generation(positions):
+    model = tiny_model(attention_positions=positions).to(torch.bfloat16)
+    ids = ids_of("12+345=")
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    out = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
+    assert out.shape == (1, ids.shape[1] + 4)

@@ -219,6 +219,23 @@ def test_too_long_for_the_abacus_table_is_one_clear_error(tokenizer):
         evaluate_grid(model, tokenizer, "addition", [23], samples=1, progress=False)  # the sum has 24 digits
 
 
+@pytest.mark.parametrize("arch", ["abacus", "olmo"])
+def test_the_capacity_check_runs_up_front_for_every_model_with_abacus_positions(tokenizer, arch):
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+    from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+
+    if arch == "abacus":
+        model = tiny_model()  # 24 rows
+    else:
+        model = ArithOlmoForCausalLM(ArithOlmoConfig(
+            vocab_size=31, hidden_size=32, num_attention_heads=4, num_hidden_layers=1, intermediate_size=64,
+            abacus=True, digit_token_ids=list(range(4, 14)), abacus_num_positions=24, pad_token_id=0,
+            eos_token_id=3)).eval()
+    # The grid's own check names the table before any generation (the forward's error would say "rows").
+    with pytest.raises(ValueError, match="positions at most 23 digits"):
+        evaluate_grid(model, tokenizer, "addition", [23], samples=1, progress=False)
+
+
 def test_length_specs():
     assert parse_range("1-3,7") == [1, 2, 3, 7]
     assert parse_lengths("1-40")["lengths_a"] == list(range(1, 41)) and parse_lengths("1-40")["lengths_b"] is None

@@ -275,3 +275,61 @@ def test_abacus_offset_calibration_on_longer_problems_uses_exactly_those_lengths
     lengths = {(len(p.split("+")[0]), len(p.split("+")[1])) for p in prompts}
     assert lengths == {(7, 7), (7, 8), (8, 7), (8, 8)}, lengths
     assert len(prompts) == 4 * 5
+
+
+def test_weight_decay_groups_by_default_and_as_the_abacus_reference():
+    from hf_arith.modeling.configuration_abacus import AbacusConfig
+    from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+    from hf_arith.training.optim import param_groups
+
+    model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=4, intermediate_size=32,
+                                           num_hidden_layers=1, attention_positions="fire", layer_norm_bias=True,
+                                           embedding_norm=True, abacus_num_positions=32))
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def decayed(**kwargs):
+        return {names[id(p)] for p in param_groups(model, 0.1, **kwargs)[0]["params"]}
+
+    linear_weights = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".fire." not in n}
+    assert decayed() == {n + ".weight" for n in linear_weights}
+    reference = decayed(decay_embeddings=True)  # cramming's group_parameters: all but biases and norms
+    assert {"model.embed_tokens.weight", "model.abacus.embedding.weight",
+            "model.layers.0.self_attn.fire.c", "model.layers.0.self_attn.fire.threshold_scale",
+            "model.layers.0.self_attn.fire.mlp.0.weight"} <= reference
+    assert not any(n.endswith("bias") or "norm" in n for n in reference)
+    assert reference | {n for n in names.values() if n.endswith("bias") or "norm" in n} == set(names.values())
+
+
+def test_schedules_by_wall_clock_cool_down_inside_the_budget_and_resume_where_they_were(tmp_path):
+    from hf_arith.training.optim import BatchSchedule
+
+    timed = dict(schedule_clock="time", time_budget_minutes=0.05, max_steps=100_000, micro_batch_size=8,
+                 global_batch_size=32, batch_ramp=0.6, schedule="wcc", warmup=0.1, cooldown=0.2, save_every=10,
+                 keep_last=1000)
+    train(tiny_recipe(tmp_path / "full", **timed))
+    records = [r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if "loss" in r]
+    lrs, sizes = [r["lr"] for r in records], [r["batch_size"] for r in records]
+    assert len(records) > 30 and records[-1]["elapsed_s"] >= 3.0  # stopped by the budget, not max_steps
+    assert lrs[0] == 0.0 and max(lrs) == 3e-3 and lrs[-1] < 0.2 * 3e-3  # warmed up, cooled down by the end
+    assert sizes[0] == 8 and sizes == sorted(sizes) and sizes[-1] == 32  # the ramp, in whole micro-batches
+    assert records[-1]["examples"] == sum(sizes)
+
+    # Resume from a checkpoint in the middle: the clock, the batch and the data position go on.
+    step = max(int(p.name.split("_")[1]) for p in (tmp_path / "full" / "checkpoints").glob("step_*")
+               if int(p.name.split("_")[1]) < len(records) // 2)
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / f"step_{step}", interrupted / "checkpoints" / f"step_{step}")
+    (interrupted / "checkpoints" / "latest").write_text(f"step_{step}\n")
+    saved = json.loads((interrupted / "checkpoints" / f"step_{step}" / "trainer_state.json").read_text())
+    train(tiny_recipe(interrupted, **timed), resume="latest")
+    first = next(r for r in read_metrics(interrupted / "metrics.jsonl") if r.get("step") == step + 1)
+    expected = BatchSchedule(final=32, micro=8).size_at(saved["elapsed_s"] / 3.0, ramp=0.6)
+    assert first["batch_size"] == expected and first["examples"] == saved["examples"] + expected
+    assert first["lr"] == lrs[step]  # set at the end of the checkpointed step, as in the full run
+
+
+def test_schedule_by_time_needs_a_budget_and_fractions(tmp_path):
+    with pytest.raises(RecipeError, match="time_budget_minutes"):
+        tiny_recipe(tmp_path, schedule_clock="time", schedule="wcc", warmup=0.1, cooldown=0.1)
+    with pytest.raises(RecipeError, match="fractions of the time budget"):
+        tiny_recipe(tmp_path, schedule_clock="time", time_budget_minutes=5, schedule="wcc", warmup=100)

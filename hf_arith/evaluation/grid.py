@@ -117,6 +117,17 @@ def answer_digit_bound(task: str, lengths: Sequence[int]) -> int:
     return max(lengths)
 
 
+def uses_abacus(config) -> bool:
+    """Whether a model config adds Abacus positions to digits: the Abacus model's
+    `embedding_positions: abacus`, or OLMo's `abacus: true`.
+
+    Example:
+        >>> uses_abacus(ArithOlmoConfig(abacus=True, digit_token_ids=list(range(4, 14))))
+        True
+    """
+    return getattr(config, "embedding_positions", None) == "abacus" or bool(getattr(config, "abacus", False))
+
+
 def abacus_capacity(model) -> int | None:
     """The longest number (in digits) the model's Abacus table can position, or `None` when the
     model has no Abacus embedding.
@@ -128,7 +139,7 @@ def abacus_capacity(model) -> int | None:
         255
     """
     config = getattr(model, "config", None)
-    if config is None or getattr(config, "embedding_positions", None) != "abacus":
+    if config is None or not uses_abacus(config):
         return None
     return int(config.abacus_num_positions) - 1 - int(getattr(config, "abacus_eval_offset", 0))
 
@@ -770,7 +781,7 @@ def abacus_offset_of(model) -> int | None:
         0
     """
     config = getattr(model, "config", None)
-    if getattr(config, "embedding_positions", None) != "abacus" and not getattr(config, "abacus", False):
+    if config is None or not uses_abacus(config):
         return None
     return int(getattr(config, "abacus_eval_offset", 0))
 

@@ -35,27 +35,35 @@ from .recipe import TrainSpec, _steps
 NO_DECAY_MODULES = ("FireBias",)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool = False) -> list[dict]:
     """AdamW parameter groups: weight decay on the weights of `nn.Linear` layers only.
 
     Embeddings, norms, biases and any other parameter (Abacus rows, FIRE's MLP and scalars: see
-    `NO_DECAY_MODULES`) are not decayed: shrinking them towards zero only hurts (OLMo and the
-    paper both exempt them). A Linear weight tied to an embedding (a tied LM head) counts as an
-    embedding.
+    `NO_DECAY_MODULES`) are not decayed: shrinking them towards zero only hurts (OLMo exempts them).
+    A Linear weight tied to an embedding (a tied LM head) counts as an embedding.
+    `decay_embeddings=True` is the Abacus reference's rule instead (cramming's `group_parameters`):
+    everything but biases and norm parameters is decayed, embeddings, the Abacus table and FIRE's
+    weights and scalars included.
 
     Example:
         >>> model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
         >>> [(len(g["params"]), g["weight_decay"]) for g in param_groups(model, 0.1)]
         [(1, 0.1), (4, 0.0)]
+        >>> [(len(g["params"]), g["weight_decay"]) for g in param_groups(model, 0.1, decay_embeddings=True)]
+        [(2, 0.1), (3, 0.0)]
     """
-    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    exempt = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    exempt |= {id(p) for m in model.modules() if type(m).__name__ in NO_DECAY_MODULES for p in m.parameters()}
+    if decay_embeddings:
+        exempt = {id(m.bias) for m in model.modules() if getattr(m, "bias", None) is not None}
+        exempt |= {id(p) for m in model.modules() if "Norm" in type(m).__name__ for p in m.parameters()}
+        decayed = {id(p) for p in model.parameters()} - exempt
+    else:
+        exempt = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        exempt |= {id(p) for m in model.modules() if type(m).__name__ in NO_DECAY_MODULES for p in m.parameters()}
+        decayed = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)} - exempt
     decay, no_decay = [], []
     for _, param in model.named_parameters():  # shared (tied) parameters appear once
-        if not param.requires_grad:
-            continue
-        (decay if id(param) in linear and id(param) not in exempt else no_decay).append(param)
+        if param.requires_grad:
+            (decay if id(param) in decayed else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -68,7 +76,7 @@ def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
         >>> optimizer.defaults["lr"], optimizer.param_groups[0]["weight_decay"]
         (0.001, 0.1)
     """
-    groups = param_groups(model, spec.weight_decay)
+    groups = param_groups(model, spec.weight_decay, spec.decay_embeddings)
     kwargs = {"lr": spec.lr, "betas": tuple(spec.betas), "eps": spec.eps}
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -80,34 +88,42 @@ def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
 # Learning-rate schedule
 
 
-def lr_multiplier(step: int, spec: TrainSpec) -> float:
+def lr_multiplier(step: int, spec: TrainSpec, fraction: float | None = None) -> float:
     """The learning rate at optimizer step `step` (0-based) as a multiple of `spec.lr`.
 
     Warmup: linear from `warmup_start_ratio` (at step 0) to 1 (at step `warmup`). Then
     `constant`: 1; `wcc`: 1 until the last `cooldown` steps, then linear down to
     `final_lr_ratio` (reached at `max_steps`); `linear` / `cosine`: from 1 after warmup to
-    `final_lr_ratio` at `max_steps`.
+    `final_lr_ratio` at `max_steps`. With `fraction` (`schedule_clock: time`), the same shape over
+    the share of the time budget spent: warmup and cooldown are fractions of the budget and the
+    schedule ends at 1.0, whatever the step.
 
     Example:
         >>> spec = TrainSpec(max_steps=100, schedule="cosine", warmup=10, final_lr_ratio=0.1,
         ...                  warmup_start_ratio=0.1)
         >>> [round(lr_multiplier(s, spec), 3) for s in (0, 5, 10, 55, 100)]
         [0.1, 0.55, 1.0, 0.55, 0.1]
+        >>> timed = TrainSpec(schedule="wcc", warmup=0.1, cooldown=0.1, schedule_clock="time", time_budget_minutes=60)
+        >>> [round(lr_multiplier(0, timed, f), 2) for f in (0.0, 0.05, 0.5, 0.95, 1.0)]
+        [0.0, 0.5, 1.0, 0.5, 0.0]
     """
-    total = spec.max_steps
-    warmup = _steps(spec.warmup, total)
+    if fraction is None:
+        position, total = step, spec.max_steps
+        warmup, cooldown, least = _steps(spec.warmup, total), _steps(spec.cooldown, total), 1
+    else:
+        position, total = min(fraction, 1.0), 1.0
+        warmup, cooldown, least = float(spec.warmup), float(spec.cooldown), 1e-12
     start, final = spec.warmup_start_ratio, spec.final_lr_ratio
-    if step < warmup:
-        return start + (1.0 - start) * step / warmup
+    if position < warmup:
+        return start + (1.0 - start) * position / warmup
     if spec.schedule == "constant":
         return 1.0
     if spec.schedule == "wcc":
-        cooldown = _steps(spec.cooldown, total)
-        left = total - step
+        left = total - position
         if cooldown and left < cooldown:
             return final + (1.0 - final) * max(left, 0) / cooldown
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, (position - warmup) / max(least, total - warmup))
     if spec.schedule == "linear":
         return final + (1.0 - final) * (1.0 - progress)
     if spec.schedule == "cosine":
@@ -115,15 +131,31 @@ def lr_multiplier(step: int, spec: TrainSpec) -> float:
     raise ValueError(f"unknown schedule {spec.schedule!r}")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec) -> torch.optim.lr_scheduler.LambdaLR:
-    """`LambdaLR` over `lr_multiplier`; call `.step()` once per optimizer step.
+class BudgetClock:
+    """The share of `train.time_budget_minutes` a `schedule_clock: time` run has spent; the
+    training loop sets `fraction` (the same on every process), the schedules read it."""
+
+    def __init__(self, budget_minutes: float):
+        self.budget_s = budget_minutes * 60
+        self.fraction = 0.0
+
+    def set(self, seconds: float) -> float:
+        self.fraction = seconds / self.budget_s
+        return self.fraction
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec, clock: BudgetClock | None = None):
+    """`LambdaLR` over `lr_multiplier`; call `.step()` once per optimizer step. With a `clock`
+    (`schedule_clock: time`) the multiplier follows the clock's fraction, not the step count.
 
     Example:
         >>> scheduler = build_scheduler(build_optimizer(nn.Linear(2, 2), TrainSpec(warmup=10)), TrainSpec(warmup=10))
         >>> scheduler.get_last_lr()
         [0.0, 0.0]
     """
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_multiplier, spec=spec))
+    if clock is None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_multiplier, spec=spec))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, spec, clock.fraction))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +273,20 @@ class BatchSchedule:
         """
         return self.offset(step + 1) - self.offset(step)
 
+    def size_at(self, fraction: float, ramp: float) -> int:
+        """Global batch size when `fraction` of a time budget is spent (`schedule_clock: time`): the
+        paper's ramp from the micro batch to `final` over the first `ramp` of the budget, in whole
+        micro-batches, as the reference's `schedule_batch_size` does.
+
+        Example:
+            >>> BatchSchedule(final=16, micro=4).size_at(0.3, ramp=0.6)
+            8
+        """
+        if ramp and fraction < ramp:
+            size = self.micro + (self.final - self.micro) * fraction / ramp
+            return max(self.micro, int(size) // self.micro * self.micro)
+        return self.final
+
     def sizes(self, steps) -> list[int]:
         """`size` of each step in `steps`."""
         return [self.size(s) for s in steps]
@@ -271,6 +317,7 @@ def process_share(start: int, stop: int, rank: int, world_size: int) -> tuple[in
 __all__ = [
     "NO_DECAY_MODULES",
     "BatchSchedule",
+    "BudgetClock",
     "build_optimizer",
     "build_scheduler",
     "clip_value",

@@ -280,11 +280,17 @@ class TrainSpec:
             `batch_ramp`.
         lr: peak learning rate.
         betas, eps, weight_decay: AdamW. Weight decay applies only to `nn.Linear` weights.
+        decay_embeddings: decay everything but biases and norms instead, embeddings, the Abacus
+            table and FIRE included (the Abacus reference code does; `optim.param_groups`).
         schedule: learning-rate multiplier after warmup: `constant`; `wcc` (the paper's
             warmup-constant-cooldown: linear cooldown over the last `cooldown` steps);
             `linear` or `cosine` decay to `final_lr_ratio` at `max_steps`.
         warmup: warmup length: an int is steps, a float a fraction of `max_steps` (0.1 = 10%).
         cooldown: `wcc` only; steps (int) or fraction (float), down to `final_lr_ratio`.
+        schedule_clock: what `warmup`, `cooldown` and `batch_ramp` are measured in: `steps` (of
+            `max_steps`), or `time`: fractions of `time_budget_minutes` of training time (summed over
+            resumes), as the Abacus reference schedules its fixed-budget runs, so a run cut by its
+            budget has cooled down; `max_steps` then only caps the run.
         final_lr_ratio: multiplier the decay/cooldown ends at (OLMo: 0.1).
         warmup_start_ratio: multiplier warmup starts from (OLMo: 0.1; the paper: 0).
         grad_clip: clip the total gradient L2 norm to this; null or 0 = no clipping.
@@ -323,9 +329,11 @@ class TrainSpec:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8
     weight_decay: float = 0.01
+    decay_embeddings: bool = False
     schedule: Literal["constant", "wcc", "linear", "cosine"] = "constant"
     warmup: int | float = 0
     cooldown: int | float = 0
+    schedule_clock: Literal["steps", "time"] = "steps"
     final_lr_ratio: float = 0.0
     warmup_start_ratio: float = 0.0
     grad_clip: float | None = 1.0
@@ -617,6 +625,10 @@ def _fit_schedule_to_shorter_run(raw: dict, recipe_steps) -> None:
         return
     for name, value in steps.items():
         train[name] = value / recipe_steps
+    warmup, cooldown = (_steps(train.get(n) or 0, max_steps) for n in ("warmup", "cooldown"))
+    if warmup + cooldown > max_steps:  # both rounded up: the cooldown gives way
+        train["cooldown"] = (max_steps - warmup) / max_steps
+    for name, value in steps.items():
         logger.warning(f"train.{name}: {value} of the recipe's {recipe_steps} steps do not fit max_steps={max_steps}; "
                        f"scaled to the same share, {_steps(train[name], max_steps)} steps")
 
@@ -666,10 +678,21 @@ def check_recipe(recipe: Recipe) -> None:
         value = getattr(t, name)
         need(value >= 0 and (isinstance(value, int) or value <= 1.0),
              f"train.{name}={value!r}: give steps (an integer) or a fraction of max_steps in [0, 1]")
-    warmup, cooldown = _steps(t.warmup, t.max_steps), _steps(t.cooldown, t.max_steps)
-    need(t.schedule == "wcc" or not cooldown, f"train.cooldown is only used by schedule 'wcc', not {t.schedule!r}")
-    need(warmup + cooldown <= t.max_steps,
-         f"train.warmup ({warmup} steps) + train.cooldown ({cooldown} steps) exceed train.max_steps={t.max_steps}")
+    need(t.schedule == "wcc" or not t.cooldown, f"train.cooldown is only used by schedule 'wcc', not {t.schedule!r}")
+    if t.schedule_clock == "time":
+        need(t.time_budget_minutes is not None,
+             "train.schedule_clock=time schedules by the time budget; set train.time_budget_minutes")
+        need(not (isinstance(t.warmup, int) and t.warmup) and not (isinstance(t.cooldown, int) and t.cooldown),
+             "train.schedule_clock=time: give train.warmup and train.cooldown as fractions of the time budget "
+             "(e.g. 0.1), not steps")
+        need(t.batch_warmup is None, "train.batch_warmup counts tokens; with schedule_clock=time use train.batch_ramp")
+        need(d.kind != "text", "train.schedule_clock=time is for arithmetic data (an endless stream); text runs "
+                               "keep a data order sized by max_steps: schedule them by steps")
+        need(t.warmup + t.cooldown <= 1.0, f"train.warmup + train.cooldown = {t.warmup + t.cooldown} exceed the budget")
+    else:
+        warmup, cooldown = _steps(t.warmup, t.max_steps), _steps(t.cooldown, t.max_steps)
+        need(warmup + cooldown <= t.max_steps,
+             f"train.warmup ({warmup} steps) + train.cooldown ({cooldown} steps) exceed train.max_steps={t.max_steps}")
     need(t.grad_clip is None or t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0/null: off)")
     if t.grad_clip_warmup is not None:
         need(t.grad_clip_warmup.steps >= 0 and t.grad_clip_warmup.value > 0,

@@ -40,7 +40,7 @@ from .checkpoints import (WRITE_ERRORS, TrainState, any_process, check_output_di
 from .distributed import (accelerator_kwargs, check_launch, full_state_dict, model_init_context, params_sharded,
                           prepare, set_deepspeed_clipping, steps_in_backward, unsharded)
 from .evaluators import build_evaluators
-from .optim import BatchSchedule, clip_value, process_share
+from .optim import BatchSchedule, BudgetClock, clip_value, process_share
 from .recipe import ModelSpec, Recipe, architecture_classes, config_keys, recipe_to_dict, save_recipe
 from .sources import build_source, build_tokenizer, micro_batches
 
@@ -415,7 +415,8 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     _check_output_dir(accelerator, out, checkpoint_bytes(num_parameters, checkpoints=1 if t.save_every else 0))
     if t.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    model, optimizer, scheduler = prepare(accelerator, model, t)
+    clock = BudgetClock(t.time_budget_minutes) if t.schedule_clock == "time" else None
+    model, optimizer, scheduler = prepare(accelerator, model, t, clock)
     # Only the training forward is compiled; evaluation and generation call the plain module.
     forward = torch.compile(model) if t.compile else model
     evaluators = build_evaluators(recipe, tokenizer)
@@ -434,6 +435,8 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
         _truncate_metrics(metrics_path, state.step)
+    if clock is not None:  # the schedules continue from the time the run has already trained
+        clock.set(_slowest(accelerator, state.elapsed_s))
     if hasattr(source, "save_order"):  # text data: the run keeps its data order (`hf-arith data inspect`)
         source.save_order(out, schedule.offset(t.max_steps), write=main)
     # HF_ARITH_TRACE_DATA=DIR: each process appends the examples it trains at each step to
@@ -448,8 +451,11 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
                 f.write(json.dumps(record) + "\n")
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-    bar = tqdm(total=t.max_steps, initial=state.step, disable=not (main and t.progress_bar), desc="train",
-               dynamic_ncols=True)
+    budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
+    # By time, the bar counts seconds of the budget: the steps it will take are not known ahead.
+    total, initial = (t.max_steps, state.step) if clock is None else (round(budget_s), round(state.elapsed_s))
+    bar = tqdm(total=total, initial=initial, disable=not (main and t.progress_bar), desc="train",
+               unit="it" if clock is None else "s", dynamic_ncols=True)
     # Sums since the last record; saved in checkpoints, so that a resumed run logs the same averages.
     window = {"loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
     window.update(state.log_window)
@@ -460,12 +466,14 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     # update that ruins the weights without a non-finite number shows only in the next step. A
     # resumed checkpoint is confirmed (and what killed runs left behind is removed) the same way.
     unconfirmed = checkpoint is not None and checkpoint == latest_checkpoint(out)
-    budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
     model.train()
     while state.step < t.max_steps:
         started = time.perf_counter()
         step = state.step
-        start, stop = schedule.span(step)
+        if clock is None:
+            start, stop = schedule.span(step)
+        else:  # by time: the batch follows the budget spent; the data position is what was trained
+            start, stop = state.examples, state.examples + schedule.size_at(clock.fraction, t.batch_ramp)
         lo, hi = process_share(start, stop, accelerator.process_index, accelerator.num_processes)
         examples = source.examples(lo, hi)
         if trace_dir:
@@ -500,6 +508,8 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
             if main:
                 retire_checkpoints(out, t.keep_last)
             unconfirmed = False
+        if clock is not None:  # the next step's learning rate and batch follow the budget spent so far
+            clock.set(_slowest(accelerator, state.elapsed_s + time.perf_counter() - started))
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -516,7 +526,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         if math.isfinite(stats["loss"]):
             window["loss"] += stats["loss"]
             window["finite"] += 1
-        bar.update(1)
+        bar.update(1 if clock is None else min(elapsed, max(0.0, budget_s - bar.n)))
 
         done = state.step == t.max_steps
         out_of_time = budget_s is not None and any_process(accelerator, state.elapsed_s > budget_s)
@@ -557,8 +567,12 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
             save_checkpoint(accelerator, out, state, recipe, model, optimizer)
             last_saved, save_due, unconfirmed = state.step, False, True
         if out_of_time and not done:
-            logger.warning(f"time budget of {t.time_budget_minutes} min reached at step {state.step}/{t.max_steps}; "
-                           f"stopping early (the learning-rate schedule assumed {t.max_steps} steps)")
+            if clock is None:
+                logger.warning(f"time budget of {t.time_budget_minutes} min reached at step {state.step}/"
+                               f"{t.max_steps}; stopping early (the learning-rate schedule assumed {t.max_steps} steps)")
+            else:
+                logger.info(f"time budget of {t.time_budget_minutes} min reached at step {state.step}: "
+                            f"the schedule by time is complete")
             break
     bar.close()
 
@@ -574,6 +588,13 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
         plot_loss(metrics_path, out / "loss.png")
     accelerator.end_training()
     return final
+
+
+def _slowest(accelerator, seconds: float) -> float:
+    """The largest of every process's `seconds`: schedules by time must agree across processes."""
+    if accelerator.num_processes == 1:
+        return seconds
+    return float(accelerator.gather(torch.tensor([seconds], dtype=torch.float64, device=accelerator.device)).max())
 
 
 def _trace(trace_dir: str, rank: int, step: int, start: int, stop: int, examples: list[dict]) -> None:

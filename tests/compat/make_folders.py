@@ -2,7 +2,8 @@
 
 `python tests/compat/make_folders.py OUT` writes, under OUT:
 
-- `abacus/`: a 2×2 Abacus looped model with FIRE attention, the arithmetic tokenizer, remote code;
+- `abacus/`: a 2×2 Abacus looped model with FIRE attention and the reference code's embedding norm,
+  post-norm layers and MLP head, the arithmetic tokenizer, remote code;
 - `olmo/`: an OLMo-1 model (vocabulary 31 padded to 128 embedding rows), same tokenizer, remote code;
 - `olmo_native/`: the same OLMo weights in transformers' own `olmo` format (no remote code);
 - `reference.json`: the prompts and the logits both models gave here, so that another
@@ -38,6 +39,7 @@ def build(out: Path) -> Path:
     abacus = AbacusForCausalLM(AbacusConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2,
         num_recurrences=2, attention_positions="fire", abacus_num_positions=64, abacus_max_k=8,
+        embedding_norm=True, norm_position="post", layer_norm_bias=True, head="mlp",  # the reference's model
         initializer_range=0.2, **special))
     torch.manual_seed(0)
     olmo = ArithOlmoForCausalLM(ArithOlmoConfig(

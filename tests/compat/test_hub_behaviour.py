@@ -147,6 +147,12 @@ def test_output_conventions(folders, reference, name):
     torch.testing.assert_close(out.hidden_states[-1], base.last_hidden_state)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], out.logits)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        with_loss = model(**batch, labels=labels)
+        loss_first = model(**batch, labels=labels, return_dict=False)
+    assert with_loss.loss is not None and list(with_loss.keys())[0] == "loss"  # Trainer reads outputs["loss"]
+    torch.testing.assert_close(loss_first[0], with_loss.loss)
     # The logits come from the last hidden state: the head applied to it reproduces them.
     head = model.get_output_embeddings()
     torch.testing.assert_close(head(out.hidden_states[-1])[..., :VOCAB], out.logits[..., :VOCAB])
