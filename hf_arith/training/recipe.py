@@ -629,8 +629,9 @@ def _fit_schedule_to_shorter_run(raw: dict, recipe_steps) -> None:
     if warmup + cooldown > max_steps:  # both rounded up: the cooldown gives way
         train["cooldown"] = (max_steps - warmup) / max_steps
     for name, value in steps.items():
+        scaled = _steps(train[name], max_steps)
         logger.warning(f"train.{name}: {value} of the recipe's {recipe_steps} steps do not fit max_steps={max_steps}; "
-                       f"scaled to the same share, {_steps(train[name], max_steps)} steps")
+                       f"scaled to the same share, {scaled} step{'' if scaled == 1 else 's'}")
 
 
 def _steps(value: int | float, max_steps: int) -> int:
