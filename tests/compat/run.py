@@ -48,7 +48,7 @@ def make_env(requirement: str, name: str) -> Path:
         subprocess.run(["rm", "-rf", str(env)], check=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(env)
     python = env / "bin" / "python"
-    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]  # errors only
     run([*pip, TORCH_PIN])
     run([*pip, f"transformers{requirement}", "peft", "pytest"])
     return python
