@@ -107,7 +107,13 @@ class AbacusEmbedding(nn.Module):
             k = config.abacus_eval_offset
         return torch.where(positions > 0, positions + k, 0)
 
-    def forward(self, positions: torch.LongTensor) -> torch.Tensor:
+    def forward(self, positions: torch.LongTensor | None, input_ids: torch.LongTensor | None = None) -> torch.Tensor:
+        """Abacus vectors (batch, seq, hidden) for `positions` (before any offset), computed from
+        `input_ids` when not given (`generate` gives them: a cached step sees only new tokens)."""
+        if positions is None:
+            if input_ids is None:
+                raise ValueError("Abacus embeddings need input_ids or abacus_positions")
+            positions = compute_abacus_positions(input_ids, self.config.digit_token_ids)
         rows = self.offset(positions)
         if rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
             longest = int(positions.max())

@@ -126,11 +126,7 @@ class AbacusModel(AbacusPreTrainedModel):
         position_ids = position_ids.expand(batch, q_len)
 
         if self.abacus is not None:
-            if abacus_positions is None:
-                if input_ids is None:
-                    raise ValueError("Abacus embeddings need input_ids or abacus_positions")
-                abacus_positions = compute_abacus_positions(input_ids, self.config.digit_token_ids)
-            embedded = embedded + self.abacus(abacus_positions)
+            embedded = embedded + self.abacus(abacus_positions, input_ids)
         if self.embed_positions is not None:
             if int(position_ids.max()) >= self.config.max_position_embeddings:
                 raise ValueError(

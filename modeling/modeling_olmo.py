@@ -29,7 +29,6 @@ from .layers import (
     CACHE_NAME,
     AbacusEmbedding,
     CausalLMMixin,
-    compute_abacus_positions,
     either_cache,
     padding_free_position_ids,
 )
@@ -96,13 +95,10 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
         """
         cache = either_cache(cache, past_key_values)
         if self.abacus is not None:
-            if abacus_positions is None:
-                if input_ids is None:
-                    raise ValueError("Abacus embeddings need input_ids or abacus_positions")
-                abacus_positions = compute_abacus_positions(input_ids, self.config.digit_token_ids)
+            abacus = self.abacus(abacus_positions, input_ids)
             if inputs_embeds is None:
                 inputs_embeds = self.embed_tokens(input_ids)
-            inputs_embeds, input_ids = inputs_embeds + self.abacus(abacus_positions), None
+            inputs_embeds, input_ids = inputs_embeds + abacus, None
         if self.training and kwargs.get("use_cache") is None:
             kwargs["use_cache"] = False  # a training step builds no cache (native's default would)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:

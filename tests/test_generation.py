@@ -1,5 +1,7 @@
-"""`generate` through the KV cache equals full recomputation, for both models, under the installed
-transformers (and, through `make test-compat`, under the oldest and newest we declare).
+"""`generate` through the KV cache equals full recomputation, for both models and the position
+options the saved folders of `tests/compat/` do not cover, under the installed transformers (beam
+search, the cache under either keyword and `pipeline` are checked there, on the oldest and newest
+releases too).
 
 transformers 5.24 renamed the cache keyword from `past_key_values` to `cache`; a forward that
 missed it started every step from an empty cache and generated other tokens, with no error. The
@@ -8,14 +10,11 @@ reference here is the model's own forward over the whole generated sequence, wit
 
 import pytest
 import torch
-from transformers import pipeline
 
 from hf_arith.modeling.configuration_abacus import AbacusConfig
 from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
-from hf_arith.modeling.layers import CACHE_NAME, either_cache
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
 from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
-from hf_arith.tokenization import build_arith_tokenizer
 
 DIGITS = list(range(4, 14))
 
@@ -64,43 +63,3 @@ def test_cached_scores_equal_full_recomputation(name):
         logits = model(input_ids=cached.sequences, attention_mask=full_mask, use_cache=False).logits
     expected = logits[:, ids.shape[1] - 1 : -1].transpose(0, 1)
     torch.testing.assert_close(torch.stack(cached.scores), expected, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", ["abacus", "olmo"])
-def test_beam_search_with_cache_equals_without(name):
-    model = MODELS[name]()
-    ids, mask = left_padded()
-    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=5, num_beams=3, do_sample=False,
-                  pad_token_id=0, eos_token_id=None, output_scores=True, return_dict_in_generate=True)
-    cached, uncached = model.generate(**kwargs), model.generate(**kwargs, use_cache=False)
-    assert torch.equal(cached.sequences, uncached.sequences)
-    torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", ["abacus", "olmo"])
-def test_the_cache_is_taken_under_either_name_and_returned_under_the_installed_one(name):
-    model = MODELS[name]()
-    ids = torch.tensor([[5, 6, 14, 7, 8, 18, 9, 4]])
-    with torch.no_grad():
-        full = model(input_ids=ids).logits
-        for keyword in ("cache", "past_key_values"):
-            first = model(input_ids=ids[:, :5], use_cache=True)
-            cache = getattr(first, CACHE_NAME)
-            assert cache is not None and cache.get_seq_length() == 5
-            rest = model(input_ids=ids[:, 5:], **{keyword: cache}).logits
-            torch.testing.assert_close(rest, full[:, 5:], atol=1e-5, rtol=1e-5)
-        with pytest.raises(ValueError, match="not both"):
-            model(input_ids=ids, cache=cache, past_key_values=cache)
-    assert either_cache(None, "pkv") == "pkv" and either_cache("c", None) == "c"
-
-
-@pytest.mark.parametrize("name", ["abacus", "olmo"])
-def test_pipeline_generates_what_the_model_generates(name):
-    model = MODELS[name]()
-    tokenizer = build_arith_tokenizer()
-    prompt = "21+43="
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    expected = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
-    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    text = generator(prompt, max_new_tokens=6, do_sample=False, eos_token_id=None, return_full_text=False)
-    assert text[0]["generated_text"] == tokenizer.decode(expected[0, ids.shape[1]:], skip_special_tokens=True)

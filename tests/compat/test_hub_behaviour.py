@@ -117,6 +117,8 @@ def test_the_cache_is_taken_under_either_name(folders, name):
             assert kept.get_seq_length() == 4
             rest = model(input_ids=ids[:, 4:], **{keyword: kept}).logits
             torch.testing.assert_close(rest, full[:, 4:], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="not both"):
+            model(input_ids=ids, cache=kept, past_key_values=kept)
 
 
 @pytest.mark.parametrize("name", ARCHS)
