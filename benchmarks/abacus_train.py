@@ -37,7 +37,7 @@ from flops import PEAK_GFLOPS, training_matmul_flops  # benchmarks/flops.py, bes
 
 from hf_arith.training import load_recipe
 from hf_arith.training.optim import build_optimizer
-from hf_arith.training.sources import ArithmeticSource, micro_batches
+from hf_arith.data.sources import ArithmeticSource, micro_batches
 from hf_arith.training.trainer import build_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "abacus" / "addition_cpu.yaml"

@@ -31,9 +31,9 @@ import datasets
 import numpy as np
 
 from hf_arith.data.corpus import builtin_documents
-from hf_arith.data.text import pack, tokenize
+from hf_arith.data.text import iter_texts, pack, tokenize
 from hf_arith.tokenization import train_bpe_tokenizer
-from hf_arith.training.sources import ArithmeticSource
+from hf_arith.data.sources import ArithmeticSource
 
 
 def time_text(docs, tokenizer, num_proc: int, sequence_length: int) -> dict:
@@ -74,7 +74,7 @@ def main() -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        tokenizer = train_bpe_tokenizer(["builtin"], args.vocab_size)
+        tokenizer = train_bpe_tokenizer(iter_texts(["builtin"]), args.vocab_size)
     characters = sum(len(t) for t in texts)
     print(f"text: {len(texts)} documents, {characters / 1e6:.1f}M characters, vocabulary {len(tokenizer)}\n")
     print("| num_proc | seconds | tokens | tokens/s | vs num_proc 1 |")

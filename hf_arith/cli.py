@@ -168,7 +168,7 @@ def run_data_prepare(args: argparse.Namespace) -> int:
 def run_data_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from hf_arith.data.text import inspect_batch
+    from hf_arith.training.data_order import inspect_batch
 
     batch = inspect_batch(args.run_dir, args.batch)
     try:
@@ -201,9 +201,11 @@ def add_tokenizer(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:
+    from hf_arith.data.text import iter_texts
     from hf_arith.tokenization import train_bpe_tokenizer
 
-    tokenizer = train_bpe_tokenizer(args.corpus, args.vocab_size, args.out, args.min_frequency, args.text_field)
+    texts = iter_texts(args.corpus, args.text_field)
+    tokenizer = train_bpe_tokenizer(texts, args.vocab_size, args.out, args.min_frequency)
     print(f"saved {args.out}: {len(tokenizer)} tokens, eos {tokenizer.eos_token!r} = {tokenizer.eos_token_id}, "
           f"pad {tokenizer.pad_token!r} = {tokenizer.pad_token_id}")
     return 0

@@ -40,9 +40,13 @@ from pathlib import Path
 
 import torch
 import yaml
+from huggingface_hub import save_torch_state_dict
 from safetensors.torch import load_file
+from transformers import GenerationConfig, OlmoConfig, OlmoForCausalLM
 
 from hf_arith.errors import HfArithError
+from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
 
 FORMATS = ("ours", "native", "original")
 
@@ -79,9 +83,6 @@ ORIGINAL_IGNORED = {
 
 
 def _olmo_classes():
-    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
-    from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
-
     return ArithOlmoConfig, ArithOlmoForCausalLM
 
 
@@ -96,8 +97,6 @@ def config_to_native(config):
         >>> config_to_native(ArithOlmoConfig(vocab_size=50280)).vocab_size  # the embedding rows
         50304
     """
-    from transformers import OlmoConfig
-
     if config.abacus:
         raise HfArithError("this model adds Abacus embeddings to digit tokens, which transformers' native olmo "
                            "has no place for; keep it in the hf-arith format (`--to ours`) and load it with "
@@ -449,8 +448,6 @@ def to_native(model):
         >>> to_native(model).config.model_type
         'olmo'
     """
-    from transformers import OlmoForCausalLM
-
     native = OlmoForCausalLM(config_to_native(model.config))
     state = state_dict_to_native(model.state_dict(), model.config)
     if model.config.tie_word_embeddings:
@@ -537,8 +534,6 @@ def load_checkpoint(path):
         config = ArithOlmoConfig.from_pretrained(path)
         return fmt, config, _checked_ours(_unfused(_read_weights(path)), config)
     if fmt == "native":
-        from transformers import OlmoConfig
-
         native = OlmoConfig.from_pretrained(path)
         # Rows that `to native` marked as never-to-generate are our padding rows.
         suppressed, vocab = set(_suppressed(path)), native.vocab_size
@@ -554,8 +549,6 @@ def load_checkpoint(path):
 def _generation_config(src: Path, config, to: str):
     """SRC's generation config (or one from the model config), with the padding rows in
     `suppress_tokens` for native (which does not mask them) and out of it for ours (which does)."""
-    from transformers import GenerationConfig
-
     if (src / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(src)
     else:
@@ -574,8 +567,6 @@ def save_checkpoint(config, state: dict, dst, to: str, generation_config=None) -
         >>> save_checkpoint(model.config, model.state_dict(), "exports/olmo_original", to="original")
         PosixPath('exports/olmo_original')
     """
-    from huggingface_hub import save_torch_state_dict
-
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     if to == "ours":

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+
 from hf_arith.errors import HfArithError
 
 # What `from_pretrained` reads: a tokenizer needs one of these next to the weights.
@@ -36,8 +38,6 @@ def check_safetensors(path: Path) -> None:
     Example:
         >>> check_safetensors(Path("runs/addition_cpu/final/model.safetensors"))
     """
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             names = list(f.keys())

@@ -4,7 +4,7 @@
 `hf_arith.modeling.tokenization_arith` because it travels to the Hub with every model; this
 module is the stable import path for everything else.
 
-`train_bpe_tokenizer(corpus, vocab_size, out)`: a byte-level BPE trained with `tokenizers`, saved
+`train_bpe_tokenizer(texts, vocab_size, out)`: a byte-level BPE trained with `tokenizers`, saved
 as a folder `AutoTokenizer.from_pretrained` loads (`hf-arith tokenizer train`).
 
 Example:
@@ -16,8 +16,12 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from hf_arith.errors import HfArithError
 from hf_arith.modeling.tokenization_arith import ARITH_VOCAB, DIGIT_TOKEN_IDS, SPECIAL_TOKENS, ArithTokenizer
 
 
@@ -38,28 +42,19 @@ def build_arith_tokenizer(**kwargs) -> ArithTokenizer:
 BPE_EOS, BPE_PAD = "<|endoftext|>", "<|padding|>"
 
 
-def train_bpe_tokenizer(corpus: Sequence[str], vocab_size: int, out: str | os.PathLike | None = None,
-                        min_frequency: int = 2, text_field: str = "text"):
-    """Trains a byte-level BPE (GPT-2/NeoX style, as OLMo's) on `corpus` and returns it as a
-    `PreTrainedTokenizerFast`, saved to `out` when given.
-
-    `corpus`: local `.txt`/`.md`, `.jsonl`/`.json`(`.gz`), `.parquet` files or globs, and/or
-    `builtin` (the embedded corpus, `hf_arith.data.corpus`); `text_field` names the text of JSON
-    and parquet records. Special tokens: `<|endoftext|>` (id 0, EOS) and `<|padding|>` (id 1,
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out: str | os.PathLike | None = None,
+                        min_frequency: int = 2):
+    """Trains a byte-level BPE (GPT-2/NeoX style, as OLMo's) on the strings `texts` and returns it
+    as a `PreTrainedTokenizerFast`, saved to `out` when given. (`hf_arith.data.text.iter_texts`
+    reads them from files or the built-in corpus.) Special tokens: `<|endoftext|>` (id 0, EOS) and `<|padding|>` (id 1,
     pad); no BOS. Encoding adds no special token: `tokenizer(prompt)` is ready for generation,
     and the data pipeline appends EOS to every document itself.
 
     Example:
-        >>> tok = train_bpe_tokenizer(["builtin:pydoc"], vocab_size=1024, out="tok")
+        >>> tok = train_bpe_tokenizer(["the cat sat on the mat"] * 50, vocab_size=270)
         >>> tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, len(tok)
-        (0, 1, None, 1024)
+        (0, 1, None, 270)
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from hf_arith.data.text import iter_texts
-    from hf_arith.errors import HfArithError
-
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(alphabet) + 2:
         raise HfArithError(f"--vocab-size {vocab_size} is too small: a byte-level BPE needs the {len(alphabet)} "
@@ -69,7 +64,7 @@ def train_bpe_tokenizer(corpus: Sequence[str], vocab_size: int, out: str | os.Pa
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[BPE_EOS, BPE_PAD],
                                   initial_alphabet=alphabet, show_progress=False)
-    backend.train_from_iterator(iter_texts(corpus, text_field), trainer)
+    backend.train_from_iterator(texts, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=BPE_EOS, pad_token=BPE_PAD)
     if out is not None:
         tokenizer.save_pretrained(out)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_arith.evaluation.commands import cells_of, parse_lengths, parse_range
+from hf_arith.evaluation.lengths import cells_of, parse_lengths, parse_range
 from hf_arith.evaluation.generate import answer
 from hf_arith.evaluation.grid import (
     GridResult,

@@ -24,7 +24,7 @@ from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
 from hf_arith.tokenization import build_arith_tokenizer
 from hf_arith.training import build_model, recipe_from_dict, train
 from hf_arith.training.recipe import ModelSpec
-from hf_arith.training.sources import ArithmeticSource
+from hf_arith.data.sources import ArithmeticSource
 
 SPECS = {
     "abacus": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "num_hidden_layers": 1,

@@ -20,7 +20,8 @@ import pytest
 from test_text_data import make_tokenizer, text_recipe, write_corpus
 
 from hf_arith.cli import main
-from hf_arith.data.text import prepare, read_manifest
+from hf_arith.data.instances import read_manifest
+from hf_arith.data.text import prepare
 from hf_arith.errors import HfArithError
 from hf_arith.training import load_recipe, recipe_from_dict, train
 from hf_arith.training.trainer import read_metrics

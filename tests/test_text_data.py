@@ -19,17 +19,8 @@ import pytest
 from hf_arith.cli import main
 from hf_arith.data import stages
 from hf_arith.data.corpus import builtin_documents, describe
-from hf_arith.data.text import (
-    GlobalOrder,
-    heldout_instances,
-    instance_source,
-    pack,
-    prepare,
-    read_documents,
-    read_manifest,
-    token_dtype,
-    tokenizer_fingerprint,
-)
+from hf_arith.data.instances import GlobalOrder, heldout_instances, instance_source, read_manifest, tokenizer_fingerprint
+from hf_arith.data.text import iter_texts, pack, prepare, read_documents, token_dtype
 from hf_arith.errors import HfArithError, RecipeError
 from hf_arith.tokenization import train_bpe_tokenizer
 from hf_arith.training.recipe import (
@@ -58,7 +49,7 @@ def make_tokenizer(path: Path, vocab_size: int = 400):
     """A small byte-level BPE trained on constructed English text."""
     corpus = path.parent / f"{path.name}_corpus.txt"
     corpus.write_text("\n".join(english(i) for i in range(200)))
-    train_bpe_tokenizer([str(corpus)], vocab_size, out=path)
+    train_bpe_tokenizer(iter_texts([str(corpus)]), vocab_size, out=path)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)  # as a recipe's data.tokenizer loads it
@@ -420,7 +411,7 @@ def test_a_tokenizer_too_large_for_the_memmap_dtype_is_refused(prepared):
 
 def test_another_tokenizer_of_the_same_size_is_refused(prepared, tmp_path):
     recipe, _ = prepared
-    other = train_bpe_tokenizer(["builtin:pydoc"], 400)
+    other = train_bpe_tokenizer(iter_texts(["builtin:pydoc"]), 400)
     with pytest.raises(HfArithError, match="tokenized with another tokenizer"):
         instance_source(recipe.data.path, seed=0, tokenizer=other)
     with pytest.raises(HfArithError, match="data.sequence_length=32 but .* 16 tokens"):

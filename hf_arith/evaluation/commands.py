@@ -7,69 +7,20 @@ short report and returns the result for scripts and tests.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-from .grid import DEFAULT_EVAL_SEED, GridResult, evaluate_grid
+import datasets
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hf_arith.data.arithmetic import eval_set, load_eval_set, save_eval_set
+from hf_arith.errors import HfArithError
+from hf_arith.model_files import check_model_folder
 
-def parse_range(text: str) -> list[int]:
-    """`"1-40"` -> 1..40, `"5"` -> [5], `"1-10,20,30-32"` -> the union.
-
-    Example:
-        >>> parse_range("1-3,7")
-        [1, 2, 3, 7]
-    """
-    values: set[int] = set()
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise ValueError(f"bad length range {text!r}: use e.g. 1-40, 5 or 1-10,20")
-        lo, hi = int(match[1]), int(match[2] or match[1])
-        if lo < 1 or hi < lo:
-            raise ValueError(f"bad length range {part.strip()!r} in {text!r}: need 1 <= start <= end")
-        values.update(range(lo, hi + 1))
-    return sorted(values)
-
-
-def parse_lengths(spec: str) -> dict:
-    """Keyword arguments of `evaluate_grid` for a `--lengths` value.
-
-    `"1-40"`: the square grid; `"1-40x1-20"`: len_a x len_b (sorting: count x max digits);
-    `"101-160:equal"`: only equal lengths (the paper's extreme-length check).
-
-    Example:
-        >>> parse_lengths("1-2x3")
-        {'lengths_a': [1, 2], 'lengths_b': [3], 'pairs': None}
-        >>> parse_lengths("101-102:equal")["pairs"]
-        [(101, 101), (102, 102)]
-    """
-    spec = spec.strip()
-    if spec.endswith(":equal"):
-        lengths = parse_range(spec.removesuffix(":equal"))
-        return {"lengths_a": None, "lengths_b": None, "pairs": [(n, n) for n in lengths]}
-    if ":" in spec:
-        raise ValueError(f"bad --lengths {spec!r}: the only suffix is ':equal' (e.g. 101-160:equal)")
-    parts = spec.lower().split("x")
-    if len(parts) > 2:
-        raise ValueError(f"bad --lengths {spec!r}: use A, AxB or A:equal (e.g. 1-40, 1-40x1-20, 101-160:equal)")
-    lengths_a = parse_range(parts[0])
-    lengths_b = parse_range(parts[1]) if len(parts) == 2 else None
-    return {"lengths_a": lengths_a, "lengths_b": lengths_b, "pairs": None}
-
-
-def cells_of(spec: str) -> list[tuple[int, int]]:
-    """The (len_a, len_b) cells a `--lengths` value names.
-
-    Example:
-        >>> cells_of("1-2")
-        [(1, 1), (1, 2), (2, 1), (2, 2)]
-    """
-    parsed = parse_lengths(spec)
-    if parsed["pairs"] is not None:
-        return parsed["pairs"]
-    lengths_b = parsed["lengths_b"] or parsed["lengths_a"]
-    return [(a, b) for a in parsed["lengths_a"] for b in lengths_b]
+from .generate import answer
+from .grid import DEFAULT_EVAL_SEED, GridResult, abacus_offset_of, evaluate_grid
+from .lengths import cells_of, parse_lengths
 
 
 def resolve_device(device: str | None) -> str:
@@ -79,8 +30,6 @@ def resolve_device(device: str | None) -> str:
         >>> resolve_device("auto")
         'cpu'
     """
-    import torch
-
     if device not in (None, "", "auto"):
         return device
     if torch.cuda.is_available():
@@ -97,12 +46,6 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: s
     Example:
         >>> model, tokenizer = load_model("runs/addition_cpu/final")
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from hf_arith.errors import HfArithError
-    from hf_arith.model_files import check_model_folder
-
     source = str(check_model_folder(model_dir))
     kwargs = {"trust_remote_code": True}
     if dtype not in (None, "auto"):
@@ -122,7 +65,6 @@ def recipe_task(model_dir: str | os.PathLike) -> tuple[str | None, dict]:
     path = Path(model_dir) / "recipe.yaml"
     if not path.is_file():
         return None, {}
-    import yaml
 
     data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
     return data.get("task"), dict(data.get("task_args") or {})
@@ -183,10 +125,6 @@ def set_abacus_offset(model, offset: int) -> None:
     Example:
         >>> set_abacus_offset(model, 9)
     """
-    from hf_arith.errors import HfArithError
-
-    from .grid import abacus_offset_of
-
     if abacus_offset_of(model) is None:
         raise HfArithError(f"--abacus-offset {offset}: this model has no Abacus embedding; drop the option")
     rows = int(model.config.abacus_num_positions)
@@ -199,11 +137,8 @@ def set_abacus_offset(model, offset: int) -> None:
 def _load_eval_set(path: str | os.PathLike):
     """A saved evaluation set (folder, .jsonl, .parquet) or, when no such path exists, a Hub
     dataset id (its `test` split, else its only split)."""
-    from hf_arith.data.arithmetic import load_eval_set
-
     if Path(path).exists():
         return load_eval_set(path)
-    import datasets
 
     loaded = datasets.load_dataset(str(path))
     return loaded["test"] if "test" in loaded else loaded[next(iter(loaded))]
@@ -220,8 +155,6 @@ def run_generate(
         4690
         ['4690']
     """
-    from .generate import answer
-
     problems = [problems] if isinstance(problems, str) else list(problems)
     model, tokenizer = load_model(model_dir, device)
     answers = answer(model, tokenizer, problems, num_recurrences=num_recurrences)
@@ -250,8 +183,6 @@ def run_data_eval_set(
         >>> ds.column_names
         ['prompt', 'answer', 'len_a', 'len_b']
     """
-    from hf_arith.data.arithmetic import eval_set, save_eval_set
-
     dataset = eval_set(task, cells_of(lengths), samples, seed)
     out = save_eval_set(dataset, out)
     print(f"wrote {len(dataset)} {task} problems ({lengths}, {samples}/cell, seed {seed}) to {out}")
@@ -261,4 +192,4 @@ def run_data_eval_set(
     return dataset
 
 
-__all__ = ["cells_of", "load_model", "parse_lengths", "parse_range", "run_data_eval_set", "run_eval", "run_generate"]
+__all__ = ["load_model", "run_data_eval_set", "run_eval", "run_generate"]

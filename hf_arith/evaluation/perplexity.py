@@ -5,7 +5,7 @@ from the ones before it, as in training. The cross-entropy of a set is the mean 
 log-likelihood (nats) over all its predicted tokens, and perplexity is its exponential.
 
 Example:
-    >>> from hf_arith.data.text import heldout_instances
+    >>> from hf_arith.data.instances import heldout_instances
     >>> instances, _ = heldout_instances("data/olmo/tiny_cpu")["pydoc"]
     >>> result = evaluate_perplexity(model, instances)
     >>> round(result["perplexity"], 1) == round(math.exp(result["cross_entropy"]), 1)

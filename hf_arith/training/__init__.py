@@ -9,6 +9,7 @@ Example:
 """
 
 from .recipe import Recipe, load_recipe, recipe_from_dict, save_recipe
-from .trainer import build_model, train
+from .models import build_model
+from .trainer import train
 
 __all__ = ["Recipe", "build_model", "load_recipe", "recipe_from_dict", "save_recipe", "train"]

@@ -34,6 +34,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+import yaml
+from accelerate.utils import load
 from safetensors import SafetensorError
 
 from hf_arith.atomic import write_text_atomically
@@ -110,7 +113,6 @@ def any_process(accelerator, flag: bool) -> bool:
     """
     if accelerator.num_processes == 1:
         return flag
-    import torch
 
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
 
@@ -284,8 +286,6 @@ _SHARDED_METADATA_GLOBALS = {
 
 class _ShardedMetadataUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        import torch
-
         allowed = ((module, name) in _SHARDED_METADATA_GLOBALS
                    or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
                    or module == "torch.distributed.checkpoint.metadata")
@@ -318,8 +318,6 @@ def check_sharded_metadata(path: Path) -> None:
 def _load_tensors_only(checkpoint: Path, path: Path):
     """`torch.load(path, weights_only=True)` with Accelerate's allowed NumPy types (RNG states);
     `HfArithError` naming the file if it is missing, corrupt, or asks to run code."""
-    from accelerate.utils import load
-
     if not path.is_file():
         raise HfArithError(f"checkpoint {checkpoint} has no {path.name}; it is incomplete or was saved by another "
                            f"number of processes: resume it as it was launched, or from another checkpoint")
@@ -424,8 +422,6 @@ def check_resumable(checkpoint: Path, recipe: Recipe) -> None:
     Example:
         >>> check_resumable(Path("runs/x/checkpoints/step_100"), recipe)
     """
-    import yaml
-
     saved_path = checkpoint / "recipe.yaml"
     if not saved_path.is_file():
         return

@@ -28,10 +28,22 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from transformers.integrations import unset_hf_deepspeed_config
 
 from hf_arith.errors import HfArithError
 
@@ -101,8 +113,6 @@ def accelerator_kwargs(recipe: Recipe) -> dict:
                                "use_cpu): on a machine without GPUs hf-arith runs DeepSpeed on the CPU by itself")
         kwargs = {"deepspeed_plugin": deepspeed_plugin(recipe)}
         if cpu_only():
-            from accelerate.utils import InitProcessGroupKwargs
-
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
         return kwargs
     if cpu_only():
@@ -120,8 +130,6 @@ def check_launch(accelerator) -> None:
     Example:
         >>> check_launch(Accelerator(**accelerator_kwargs(recipe)))
     """
-    from accelerate.utils import DistributedType
-
     expected = _world_size()
     if accelerator.num_processes != expected:
         raise HfArithError(f"launched {expected} processes but Accelerate formed a group of "
@@ -146,8 +154,6 @@ def mixed_precision_policy(mixed_precision: str):
         >>> policy.param_dtype, policy.reduce_dtype
         (torch.bfloat16, torch.float32)
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
     if mixed_precision == "no":
         return None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
@@ -164,8 +170,6 @@ def fsdp_plugin(recipe: Recipe):
         >>> fsdp_plugin(recipe).fsdp_version
         2
     """
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
     if os.environ.get("FSDP_VERSION", "2") != "2":
         raise HfArithError("the launch config asks for FSDP1; hf-arith shards with FSDP2: set fsdp_version: 2 "
                            "(see recipes/accelerate/fsdp.yaml)")
@@ -190,10 +194,6 @@ def deepspeed_plugin(recipe: Recipe):
         >>> deepspeed_plugin(recipe).deepspeed_config["gradient_accumulation_steps"]
         1
     """
-    import importlib.util
-
-    from accelerate.utils import DeepSpeedPlugin
-
     if importlib.util.find_spec("deepspeed") is None:
         raise HfArithError("the launch config asks for DeepSpeed, which is not installed: "
                            "pip install 'hf-arith[deepspeed]'")
@@ -236,8 +236,6 @@ def shards_itself(accelerator) -> bool:
         >>> shards_itself(accelerator)   # `accelerate launch --config_file recipes/accelerate/fsdp.yaml` on CPUs
         True
     """
-    from accelerate.utils import DistributedType
-
     return launch_backend() == "fsdp" and accelerator.distributed_type != DistributedType.FSDP
 
 
@@ -249,8 +247,6 @@ def params_sharded(accelerator) -> bool:
         >>> params_sharded(accelerator)   # under deepspeed_zero2.yaml
         False
     """
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return accelerator.state.deepspeed_plugin.zero_stage == 3
     return accelerator.distributed_type == DistributedType.FSDP or shards_itself(accelerator)
@@ -270,9 +266,6 @@ def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn
         >>> type(model.model.layers[0]).__name__  # an Abacus model
         'FSDPDecoderLayer'
     """
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
     device = next(model.parameters()).device
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
     kwargs = {"mesh": mesh}
@@ -317,8 +310,6 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict:
         ['lm_head.weight']
     """
     if shards_itself(accelerator):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     else:
         state = accelerator.get_state_dict(model)
@@ -345,8 +336,6 @@ def unsharded(model: torch.nn.Module) -> torch.nn.Module:
     Example:
         >>> unsharded(model).save_pretrained("out", state_dict=full_state_dict(accelerator, model))
     """
-    from torch.distributed.fsdp import FSDPModule
-
     if not isinstance(model, FSDPModule):
         return model
     cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
@@ -362,9 +351,6 @@ def save_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathL
         >>> save_sharded_state(model, optimizer, "runs/x/checkpoints/.tmp_step_10")
         PosixPath('runs/x/checkpoints/.tmp_step_10/sharded')
     """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
     model_state, optimizer_state = get_state_dict(model, optimizer)
     path = Path(folder) / SHARDED_DIR
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path)
@@ -378,9 +364,6 @@ def load_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathL
     Example:
         >>> load_sharded_state(model, optimizer, "runs/x/checkpoints/step_10")
     """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
     path = Path(folder) / SHARDED_DIR
     if not path.is_dir():
         raise HfArithError(f"{folder} holds no sharded model state ({SHARDED_DIR}/); it was not saved by an FSDP run "
@@ -412,7 +395,6 @@ def model_init_context(accelerator):
     if plugin is None or plugin.zero3_init_flag or plugin.zero_stage != 3:
         yield
         return
-    from transformers.integrations import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
     try:
@@ -430,8 +412,6 @@ def steps_in_backward(accelerator) -> bool:
         >>> steps_in_backward(accelerator)   # under deepspeed_zero2.yaml
         True
     """
-    from accelerate.utils import DistributedType
-
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 

@@ -22,11 +22,21 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import torch
 
+from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
+from hf_arith.data.instances import heldout_instances
 from hf_arith.errors import RecipeError
+from hf_arith.evaluation.grid import abacus_offset_of, evaluate_grid
+from hf_arith.evaluation.lengths import cells_of, parse_lengths
+from hf_arith.evaluation.multiple_choice import evaluate_multiple_choice, load_task, task_name
+from hf_arith.evaluation.perplexity import evaluate_perplexity
+from hf_arith.tasks import get_task
+from hf_arith.tasks.base import derive_seed
+from hf_arith.tokenization import build_arith_tokenizer
 
 Evaluator = Callable[[torch.nn.Module, int], dict]
 EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
@@ -90,9 +100,6 @@ def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batc
         >>> evaluate(model, step=100)
         {'accuracy/overall': 0.9, 'accuracy/in_distribution': 1.0, 'accuracy/out_of_distribution': 0.5}
     """
-    from hf_arith.evaluation.commands import parse_lengths
-    from hf_arith.evaluation.grid import evaluate_grid
-
     grid = parse_lengths(lengths)
     task, task_args = recipe.data.task, dict(recipe.data.task_args)
 
@@ -109,19 +116,11 @@ def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batc
 def _held_out_rows(recipe, samples: int, seed: int, lengths: str | None, stream: str) -> list[dict]:
     """Held-out problems from the evaluation seed namespace (never from a training stream): drawn
     like the training data, or `samples` per cell of `lengths` (e.g. "1-20"); sorted by length."""
-    import random
-
-    from hf_arith.data.arithmetic import eval_set
-    from hf_arith.tasks import get_task
-    from hf_arith.tasks.base import derive_seed
-
     task = get_task(recipe.data.task, **recipe.data.task_args)
     if lengths is None:
         rng = random.Random(derive_seed("eval", task.name, seed, stream))
         rows = [{"prompt": e.prompt, "answer": e.answer} for e in (task.sample(rng) for _ in range(samples))]
     else:
-        from hf_arith.evaluation.commands import cells_of
-
         rows = list(eval_set(task, cells_of(lengths), samples, seed))
     return sorted(rows, key=lambda r: len(r["prompt"]) + len(r["answer"]))  # less padding
 
@@ -150,11 +149,7 @@ def teacher_forced_scores(model, collate, rows: list[dict], batch_size: int = 25
 
 
 def _collator(tokenizer):
-    from hf_arith.data.arithmetic import ArithmeticCollator
-
     if tokenizer is None:
-        from hf_arith.tokenization import build_arith_tokenizer
-
         tokenizer = build_arith_tokenizer()
     return ArithmeticCollator(tokenizer)
 
@@ -210,8 +205,6 @@ def abacus_eval_offset(recipe, tokenizer, offsets: str | list[int] = "0-10", sam
     rows = _held_out_rows(recipe, samples, seed, lengths, "abacus-offset")
     collate = _collator(tokenizer)
 
-    from hf_arith.evaluation.grid import abacus_offset_of
-
     def evaluate(model, step):
         if abacus_offset_of(model) is None:
             return {}
@@ -238,9 +231,6 @@ def perplexity(recipe, tokenizer, sets: list[str] | None = None, max_instances: 
         >>> perplexity(recipe, tokenizer, max_instances=64)(model, step=100)
         {'pydoc/cross_entropy': 4.1, 'pydoc/perplexity': 60.3, 'pydoc/decontaminated': 2.0}
     """
-    from hf_arith.data.text import heldout_instances
-    from hf_arith.evaluation.perplexity import evaluate_perplexity
-
     path = data_path or recipe.data.path
     if not path:
         raise RecipeError("the perplexity evaluator needs prepared text data: set data.path or its data_path argument")
@@ -272,8 +262,6 @@ def multiple_choice(recipe, tokenizer, tasks: list[str] | None = None, batch_siz
         >>> multiple_choice(recipe, tokenizer)(model, step=100)
         {'python_docs/acc': 0.32, 'python_docs/acc_norm': 0.36}
     """
-    from hf_arith.evaluation.multiple_choice import evaluate_multiple_choice, load_task, task_name
-
     loaded = {task_name(t): load_task(t) for t in (tasks or ["builtin:python_docs"])}
 
     def evaluate(model, step):

@@ -17,221 +17,23 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
-import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from hf_arith.atomic import write_text_atomically
+from hf_arith.data.specs import (DataSpec, DocumentsSpec, LanguageFilterSpec, PiiSpec, PrepareSpec, QualityFilterSpec,
+                                 TextSourceSpec, check_prepare)
+from hf_arith.dataclass_yaml import allowed_keys, apply_overrides, build, parse_override
 from hf_arith.errors import RecipeError
 
+from .models import ModelSpec, check_model_config
+
 logger = logging.getLogger("hf_arith.training")
-
-
-@dataclass
-class ModelSpec:
-    """What model to build.
-
-    Fields:
-        arch: `"abacus"` (`AbacusForCausalLM`), `"olmo"` (`ArithOlmoForCausalLM`) or `"llama"`
-            (transformers' `LlamaForCausalLM`, a plain baseline).
-        config: keyword arguments of the architecture's config class (`AbacusConfig`, ...), checked
-            against its signature. `vocab_size`, the pad/bos/eos ids and (Abacus) `digit_token_ids`
-            are filled in from the tokenizer unless given here.
-        attn_implementation: `"sdpa"`, `"eager"`, ... or null for the transformers default.
-
-    Example:
-        >>> ModelSpec("abacus", {"hidden_size": 64, "num_hidden_layers": 2, "num_recurrences": 2}).arch
-        'abacus'
-    """
-
-    arch: Literal["abacus", "olmo", "llama"] = "abacus"
-    config: dict = field(default_factory=dict)
-    attn_implementation: str | None = None
-
-
-@dataclass
-class DocumentsSpec:
-    """A collection of text documents: local files or a Hub dataset.
-
-    Fields:
-        name: names the collection in the manifest, the metrics and the held-out files.
-        paths: local files or glob patterns: `.txt`/`.md` (one document per file), `.jsonl`/`.json`
-            (optionally `.gz`; one document per record) or `.parquet` (one per row); or `builtin`,
-            `builtin:pydoc`, `builtin:docstrings` (text that ships with CPython, see
-            `hf_arith.data.corpus`).
-        hub: a Hub dataset id instead of `paths` (needs the network), with `hub_config` and `split`.
-        text_field: the column or JSON key holding the text.
-
-    Example:
-        >>> DocumentsSpec("docs", paths=["corpus/*.jsonl"]).text_field
-        'text'
-    """
-
-    name: str
-    paths: list[str] = field(default_factory=list)
-    hub: str | None = None
-    hub_config: str | None = None
-    split: str = "train"
-    text_field: str = "text"
-
-
-@dataclass
-class TextSourceSpec(DocumentsSpec):
-    """A training source: documents plus how much of them the mix takes.
-
-    Fields (besides `DocumentsSpec`'s):
-        weight: mixing weight, Dolma-style up/down-sampling of the cleaned documents: 2.0 takes every
-            document twice, 0.5 a seeded half.
-        heldout_fraction: this fraction of the cleaned documents (chosen by a seeded hash of the text)
-            never reaches training and becomes the held-out set `<name>`.
-
-    Example:
-        >>> TextSourceSpec("pydoc", paths=["builtin:pydoc"], heldout_fraction=0.05).weight
-        1.0
-    """
-
-    weight: float = 1.0
-    heldout_fraction: float = 0.0
-
-
-@dataclass
-class LanguageFilterSpec:
-    """Dolma's language filter: keep documents whose most likely language (py3langid, 97
-    languages) is one of `languages` with probability at least `min_score`.
-
-    Example:
-        >>> LanguageFilterSpec().languages
-        ['en']
-    """
-
-    languages: list[str] = field(default_factory=lambda: ["en"])
-    min_score: float = 0.5
-
-
-@dataclass
-class QualityFilterSpec:
-    """Gopher's quality rules (Rae et al. 2021, as Dolma applies them); a document failing any one
-    is dropped, and the manifest counts drops per rule (the first failed rule, in field order).
-
-    Fields:
-        min_words, max_words: words (whitespace-separated) per document.
-        min_mean_word_length, max_mean_word_length: mean characters per word.
-        max_symbol_ratio: `#` and ellipses per word.
-        max_bullet_lines: fraction of lines starting with a bullet.
-        max_ellipsis_lines: fraction of lines ending with an ellipsis.
-        min_alpha_words: fraction of words holding at least one letter.
-        min_stop_words: distinct English stop words of {the, be, to, of, and, that, have, with} present.
-        max_duplicate_lines: fraction of non-empty lines that repeat an earlier line.
-
-    Example:
-        >>> QualityFilterSpec(min_words=20).max_words
-        100000
-    """
-
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_ratio: float = 0.1
-    max_bullet_lines: float = 0.9
-    max_ellipsis_lines: float = 0.3
-    min_alpha_words: float = 0.8
-    min_stop_words: int = 2
-    max_duplicate_lines: float = 0.3
-
-
-@dataclass
-class PiiSpec:
-    """Dolma's PII handling: e-mail addresses, phone numbers and IPv4 addresses are replaced by
-    `|||EMAIL_ADDRESS|||`, `|||PHONE_NUMBER|||`, `|||IP_ADDRESS|||`; a document with more than
-    `max_per_document` matches is dropped instead (null: never dropped).
-
-    Example:
-        >>> PiiSpec().kinds
-        ['email', 'phone', 'ip']
-    """
-
-    kinds: list[Literal["email", "phone", "ip"]] = field(default_factory=lambda: ["email", "phone", "ip"])
-    max_per_document: int | None = 5
-
-
-@dataclass
-class PrepareSpec:
-    """What `hf-arith data prepare` does, stage by stage in Dolma's order: language filter, quality
-    filter, PII masking, exact deduplication of documents (across all sources, first copy kept),
-    held-out split, mixing, then tokenization (EOS after every document) and packing into
-    `data.sequence_length`-token instances. Each stage is off when null; each reports kept/dropped
-    counts in the manifest.
-
-    Fields:
-        sources: the training sources (`TextSourceSpec`), mixed by `weight`.
-        heldout: extra held-out sets from their own documents (`DocumentsSpec`); they go through the
-            same filters, never into training.
-        language, quality, pii: the filter stages (`LanguageFilterSpec`, `QualityFilterSpec`, `PiiSpec`).
-        dedup: drop exact duplicate documents.
-        decontamination_ngram: a held-out document sharing any word n-gram of this length with the
-            training documents is dropped (counted in the manifest and by the `perplexity` evaluator).
-        num_proc: processes for the stages and the tokenization (`datasets.map(num_proc=...)`).
-        seed: seeds the held-out split, fractional mixing weights and the document shuffle.
-
-    Example:
-        >>> PrepareSpec([TextSourceSpec("pydoc", paths=["builtin:pydoc"])]).decontamination_ngram
-        13
-    """
-
-    sources: list[TextSourceSpec]
-    heldout: list[DocumentsSpec] = field(default_factory=list)
-    language: LanguageFilterSpec | None = None
-    quality: QualityFilterSpec | None = None
-    pii: PiiSpec | None = None
-    dedup: bool = True
-    decontamination_ngram: int = 13
-    num_proc: int = 1
-    seed: int = 0
-
-
-@dataclass
-class DataSpec:
-    """Where training examples come from.
-
-    Fields:
-        kind: `"arithmetic"` (problems generated on the fly; example i is a pure function of the
-            seed and i) or `"text"` (prepared fixed-length instances, OLMo).
-        task: arithmetic task name: `addition`, `multiplication`, `sorting`.
-        task_args: keyword arguments of the task (e.g. `max_digits: 20`; sorting: `max_count`,
-            `max_digits`). The evaluation reads `max_digits` as the training region.
-        path: text: the folder written by `hf-arith data prepare` (instances + manifest).
-        tokenizer: text: tokenizer folder or Hub id. Arithmetic always uses the built-in
-            character tokenizer.
-        sequence_length: text: tokens per instance; also the tokens per example that
-            `train.batch_warmup` counts.
-        bucket_by_length: sort each process's share of a global batch by length before cutting
-            micro-batches, so that a micro-batch pads to similar lengths (less wasted compute).
-            It changes neither which examples form a step nor the loss.
-        prepare: text: how `hf-arith data prepare` builds `path` (`PrepareSpec`); training only
-            reads `path`.
-
-    Example:
-        >>> DataSpec(task="addition", task_args={"max_digits": 10}).kind
-        'arithmetic'
-    """
-
-    kind: Literal["arithmetic", "text"] = "arithmetic"
-    task: str = "addition"
-    task_args: dict = field(default_factory=dict)
-    path: str | None = None
-    tokenizer: str | None = None
-    sequence_length: int | None = None
-    bucket_by_length: bool = True
-    prepare: PrepareSpec | None = None
 
 
 @dataclass
@@ -410,163 +212,6 @@ class Recipe:
 # Loading and validation
 
 
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if dataclasses.is_dataclass(tp):
-        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
-    if origin is not None:
-        return str(tp).replace("typing.", "")
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
-            dict: "a mapping", type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(value, tp, where: str):
-    """`value` checked against the annotation `tp` (and gently converted: an int where a float is
-    expected, a numeric string such as PyYAML's `1e-4`); `RecipeError` naming `where` otherwise."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        # Exact type first, so that `warmup: 5` stays an int (steps) under `int | float`.
-        for option in options:
-            if option in (int, float, str, bool) and type(value) is option:
-                return value
-            if dataclasses.is_dataclass(option) and isinstance(value, dict):
-                return _build(option, value, where)  # its error names the bad key inside
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except RecipeError:
-                pass
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if isinstance(value, bool):
-            # YAML 1.1 reads an unquoted `no`/`off` as false: give back the word the user wrote.
-            spellings = ("yes", "on", "true") if value else ("no", "off", "false")
-            value = next((word for word in spellings if word in typing.get_args(tp)), value)
-        if value not in typing.get_args(tp):
-            raise RecipeError(f"{where}: {value!r} is not allowed; choose one of {_type_name(tp)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        items = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise RecipeError(f"{where}: expected a list of {len(items)} values, got {value!r}")
-        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
-    if tp is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp in (int, float):
-        number = value
-        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        if tp is int:
-            if float(number) != int(number):
-                raise RecipeError(f"{where}: expected an integer, got {value!r}")
-            return int(number)
-        return float(number)
-    raise TypeError(f"recipe field {where} has an unsupported annotation {tp!r}")  # a bug here, not the user's
-
-
-def _build(cls, raw, where: str):
-    """A `cls` dataclass from the mapping `raw`; every key must be a field of `cls`."""
-    if isinstance(raw, cls):
-        return raw
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected a mapping with keys {_allowed(cls)}, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            path = f"{where}.{key}" if where else str(key)
-            raise RecipeError(f"unknown key {path!r}; allowed keys{' in ' + where if where else ''}: {_allowed(cls)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        path = f"{where}.{f.name}" if where else f.name
-        if f.name in raw:
-            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"{path}: missing; {cls.__name__} needs {_allowed(cls)}")
-    return cls(**kwargs)
-
-
-def _allowed(cls) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(cls))
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`"train.lr=3e-4"` -> `(["train", "lr"], 0.0003)`; the value is parsed as YAML.
-
-    Example:
-        >>> parse_override("train.betas=[0.9, 0.95]")
-        (['train', 'betas'], [0.9, 0.95])
-        >>> parse_override("model.config.input_injection=false")
-        (['model', 'config', 'input_injection'], False)
-    """
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise RecipeError(f"bad override {text!r}; write key.sub=value, e.g. train.lr=3e-4")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as err:
-        raise RecipeError(f"bad override {text!r}: the value is not valid YAML ({err.problem})") from None
-    # YAML 1.1 reads `3e-4` as a string; the field's type converts it later.
-    return key.split("."), parsed
-
-
-def apply_overrides(raw: dict, overrides) -> dict:
-    """Sets each `key.sub=value` of `overrides` in the nested mapping `raw` (in place), creating
-    mappings on the way. Whether the key exists is checked later, against the dataclasses.
-
-    Example:
-        >>> apply_overrides({"train": {"lr": 1e-4}}, ["train.lr=3e-4", "train.batch_warmup.start=8"])
-        {'train': {'lr': 0.0003, 'batch_warmup': {'start': 8}}}
-    """
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = raw
-        for i, key in enumerate(keys[:-1]):
-            if not isinstance(node.get(key), dict):
-                if node.get(key) is not None:
-                    raise RecipeError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a mapping")
-                node[key] = {}
-            node = node[key]
-        node[keys[-1]] = value
-    return raw
-
-
 def recipe_from_dict(raw: dict, name: str = "run") -> Recipe:
     """A validated `Recipe` from a plain mapping (what the YAML holds). `name` gives the default
     `output_dir` (`runs/<name>`).
@@ -575,7 +220,7 @@ def recipe_from_dict(raw: dict, name: str = "run") -> Recipe:
         >>> recipe_from_dict({"train": {"max_steps": 10}}, name="demo").output_dir
         'runs/demo'
     """
-    recipe = _build(Recipe, raw, "")
+    recipe = build(Recipe, raw, "")
     if recipe.output_dir is None:
         recipe.output_dir = str(Path("runs") / name)
     check_recipe(recipe)
@@ -603,7 +248,7 @@ def load_recipe(path: str | os.PathLike, overrides=()) -> Recipe:
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
     if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with keys {_allowed(Recipe)}")
+        raise RecipeError(f"{path}: a recipe is a mapping with keys {allowed_keys(Recipe)}")
     recipe_steps = (raw.get("train") or {}).get("max_steps")
     apply_overrides(raw, overrides)
     _fit_schedule_to_shorter_run(raw, recipe_steps)
@@ -705,108 +350,9 @@ def check_recipe(recipe: Recipe) -> None:
         need(bool(d.path), "data.kind=text needs data.path (the folder `hf-arith data prepare` wrote)")
         need(bool(d.tokenizer), "data.kind=text needs data.tokenizer (a tokenizer folder or Hub id)")
     if d.prepare is not None:
-        _check_prepare(d)
+        check_prepare(d)
     need(recipe.seed >= 0, f"seed={recipe.seed} must be non-negative")
     check_model_config(recipe.model)
-
-
-def _check_prepare(d: DataSpec) -> None:
-    """Value checks of `data.prepare` (the types are already checked)."""
-    p = d.prepare
-
-    def need(ok: bool, message: str):
-        if not ok:
-            raise RecipeError(message)
-
-    need(d.kind == "text", f"data.prepare is for data.kind=text, not {d.kind!r}; remove it or set data.kind: text")
-    need(d.sequence_length is not None and d.sequence_length >= 2,
-         "data.prepare needs data.sequence_length (tokens per instance, at least 2)")
-    need(bool(p.sources), "data.prepare.sources is empty; list at least one source (e.g. paths: [builtin])")
-    collections = [(f"data.prepare.sources[{i}]", s) for i, s in enumerate(p.sources)]
-    collections += [(f"data.prepare.heldout[{i}]", s) for i, s in enumerate(p.heldout)]
-    for where, spec in collections:
-        need(bool(spec.paths) != bool(spec.hub), f"{where} ({spec.name}): give either paths or hub, not both")
-    source_names = [s.name for s in p.sources]
-    heldout_names = [s.name for s in p.sources if s.heldout_fraction > 0] + [s.name for s in p.heldout]
-    for names, label in ((source_names, "source"), (heldout_names, "held-out set")):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        need(not dupes, f"data.prepare: {label} name(s) {dupes} used twice; names must be unique")
-    for i, s in enumerate(p.sources):
-        need(s.weight > 0, f"data.prepare.sources[{i}].weight={s.weight} must be positive")
-        need(0.0 <= s.heldout_fraction < 1.0, f"data.prepare.sources[{i}].heldout_fraction must be in [0, 1)")
-    need(p.num_proc >= 1 and p.decontamination_ngram >= 1 and p.seed >= 0,
-         "data.prepare.num_proc and decontamination_ngram must be >= 1, seed >= 0")
-    if p.language is not None:
-        need(bool(p.language.languages) and 0.0 <= p.language.min_score <= 1.0,
-             "data.prepare.language needs languages (e.g. [en]) and min_score in [0, 1]")
-    if p.pii is not None:
-        need(p.pii.max_per_document is None or p.pii.max_per_document >= 0,
-             "data.prepare.pii.max_per_document must be >= 0 or null")
-
-
-# Architecture -> (config class, model class), as "module:attribute"; imported only when used, so
-# a recipe for one architecture never needs the other's code.
-ARCHITECTURES = {
-    "abacus": ("hf_arith.modeling.configuration_abacus:AbacusConfig", "hf_arith.modeling.modeling_abacus:AbacusForCausalLM"),
-    "olmo": ("hf_arith.modeling.configuration_olmo:ArithOlmoConfig", "hf_arith.modeling.modeling_olmo:ArithOlmoForCausalLM"),
-    "llama": ("transformers:LlamaConfig", "transformers:LlamaForCausalLM"),
-}
-
-
-def import_object(spec: str):
-    """The object named by `"package.module:attribute"`.
-
-    Example:
-        >>> import_object("transformers:LlamaConfig").model_type
-        'llama'
-    """
-    import importlib
-
-    module, _, attribute = spec.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def architecture_classes(arch: str):
-    """`(config_class, model_class)` for a `model.arch`; `RecipeError` when it is not installed.
-
-    Example:
-        >>> architecture_classes("llama")[1].__name__
-        'LlamaForCausalLM'
-    """
-    if arch not in ARCHITECTURES:
-        raise RecipeError(f"model.arch={arch!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
-    try:
-        return tuple(import_object(spec) for spec in ARCHITECTURES[arch])
-    except (ImportError, AttributeError) as err:
-        raise RecipeError(f"model.arch={arch!r} is not available in this installation ({err}); "
-                          f"update hf-arith or pick another architecture") from None
-
-
-def config_keys(config_class) -> list[str]:
-    """The keyword arguments a config class accepts (its `__init__` signature).
-
-    Example:
-        >>> "hidden_size" in config_keys(architecture_classes("llama")[0])
-        True
-    """
-    skip = {"self", "args", "kwargs"}
-    return [name for name in inspect.signature(config_class.__init__).parameters if name not in skip]
-
-
-def check_model_config(model: ModelSpec) -> None:
-    """Every key of `model.config` must be an argument of the architecture's config class
-    (`PretrainedConfig` would otherwise keep a misspelt key as an inert attribute).
-
-    Example:
-        >>> check_model_config(ModelSpec("llama", {"hidden_sise": 64}))
-        Traceback (most recent call last):
-        hf_arith.errors.RecipeError: unknown key 'model.config.hidden_sise' for LlamaConfig; allowed: ...
-    """
-    config_class, _ = architecture_classes(model.arch)
-    allowed = config_keys(config_class)
-    for key in model.config:
-        if key not in allowed:
-            raise RecipeError(f"unknown key 'model.config.{key}' for {config_class.__name__}; allowed: {', '.join(allowed)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -846,7 +392,6 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "ARCHITECTURES",
     "BatchWarmupSpec",
     "ClipWarmupSpec",
     "DataSpec",
@@ -862,8 +407,6 @@ __all__ = [
     "TextSourceSpec",
     "TrainSpec",
     "apply_overrides",
-    "architecture_classes",
-    "check_model_config",
     "check_recipe",
     "load_recipe",
     "parse_override",

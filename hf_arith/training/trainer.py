@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hf_arith.atomic import replaced_atomically, write_text_atomically
+from hf_arith.data.sources import build_source, build_tokenizer, micro_batches
 from hf_arith.errors import HfArithError, RecipeError
 
 from .checkpoints import (WRITE_ERRORS, TrainState, any_process, check_output_dir, check_resumable, checkpoint_bytes,
@@ -41,8 +42,8 @@ from .distributed import (accelerator_kwargs, check_launch, full_state_dict, mod
                           prepare, set_deepspeed_clipping, steps_in_backward, unsharded)
 from .evaluators import build_evaluators
 from .optim import BatchSchedule, BudgetClock, clip_value, process_share
-from .recipe import ModelSpec, Recipe, architecture_classes, config_keys, recipe_to_dict, save_recipe
-from .sources import build_source, build_tokenizer, micro_batches
+from .models import build_model
+from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
 
@@ -65,44 +66,6 @@ def enable_activation_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def build_model(spec: ModelSpec, tokenizer=None):
-    """A freshly initialised causal LM for `spec` (initialised from torch's global RNG: seed first).
-
-    `vocab_size`, `pad/bos/eos_token_id` and, where the config takes it, `digit_token_ids` come
-    from the tokenizer unless the recipe sets them. Config errors become `RecipeError`.
-
-    Example:
-        >>> from hf_arith.tokenization import build_arith_tokenizer
-        >>> model = build_model(ModelSpec("abacus", {"hidden_size": 32, "num_attention_heads": 2,
-        ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_recurrences": 2}), build_arith_tokenizer())
-        >>> model.config.vocab_size, model.config.eos_token_id
-        (31, 3)
-    """
-    config_class, model_class = architecture_classes(spec.arch)
-    kwargs = dict(spec.config)
-    accepted = config_keys(config_class)
-    if tokenizer is not None:
-        vocab = len(tokenizer)
-        if kwargs.get("vocab_size", vocab) < vocab:
-            raise RecipeError(f"model.config.vocab_size={kwargs['vocab_size']} is smaller than the tokenizer's "
-                              f"{vocab} tokens; remove it (it is filled in from the tokenizer) or raise it")
-        kwargs.setdefault("vocab_size", vocab)
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            if getattr(tokenizer, name, None) is not None:
-                kwargs.setdefault(name, getattr(tokenizer, name))
-        if "digit_token_ids" in accepted and "digit_token_ids" not in kwargs:
-            vocab_map = tokenizer.get_vocab()
-            if all(d in vocab_map for d in "0123456789"):
-                kwargs["digit_token_ids"] = [vocab_map[d] for d in "0123456789"]
-    try:
-        config = config_class(**kwargs)
-    except (ValueError, TypeError) as err:
-        raise RecipeError(f"model.config: {err}") from None
-    extra = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
-    model = model_class._from_config(config, **extra)
-    return model.train()
 
 
 # ---------------------------------------------------------------------------------------------

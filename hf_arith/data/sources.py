@@ -8,9 +8,8 @@ run continues at the exact next example without skipping through a stream.
 
 Two sources:
 - `ArithmeticSource`: example i is a pure function of (seed, i), generated on demand.
-- `InstanceSource`: fixed-length token instances (OLMo): example i is
-  `instances[order[i]]`, where `order` is the run's saved permutation. The pipeline that writes
-  the instances and the order lives in `hf_arith.data.text` (see `build_source`).
+- `InstanceSource` (`hf_arith.data.instances`): fixed-length token instances (OLMo): example i
+  is `instances[order[i]]`, where `order` is the run's global order over a prepared folder.
 
 Example:
     >>> source = ArithmeticSource("addition", seed=0, task_args={"max_digits": 5})
@@ -27,12 +26,17 @@ import random
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
-from hf_arith.errors import RecipeError
+from transformers import AutoTokenizer
 
-from .recipe import DataSpec
+from hf_arith.errors import RecipeError
+from hf_arith.tasks import get_task
+from hf_arith.tokenization import build_arith_tokenizer
+
+from .arithmetic import ArithmeticCollator
+from .instances import instance_source
+from .specs import DataSpec
 
 
 @runtime_checkable
@@ -71,15 +75,10 @@ class ArithmeticSource:
     """
 
     def __init__(self, task="addition", seed: int = 0, task_args: dict | None = None, tokenizer=None):
-        from hf_arith.data.arithmetic import ArithmeticCollator
-        from hf_arith.tasks import get_task
-
         self.task = get_task(task, **(task_args or {}))
         self.name = getattr(self.task, "name", str(task))
         self.seed = int(seed)
         if tokenizer is None:
-            from hf_arith.tokenization import build_arith_tokenizer
-
             tokenizer = build_arith_tokenizer()
         self.collate = ArithmeticCollator(tokenizer)
 
@@ -104,45 +103,6 @@ class ArithmeticSource:
         return len(example["prompt"]) + len(example["answer"])
 
 
-class InstanceSource:
-    """Fixed-length token instances (OLMo): example i is `instances[order[i]]`.
-
-    `instances` is a 2-D array (a `numpy.memmap` of uint16/uint32 token ids, one row per instance);
-    `order` maps the global example index to a row: the run's saved permutation (its length is the
-    number of examples the run may use; epochs are concatenated by whoever builds it). Every token
-    is a label (documents are separated by EOS inside instances, as in OLMo).
-
-    Example:
-        >>> source = InstanceSource(np.arange(12).reshape(4, 3), order=[2, 0, 3, 1])
-        >>> [row["index"] for row in source.examples(0, 2)]
-        [2, 0]
-        >>> source.collate(source.examples(0, 2))["input_ids"].tolist()
-        [[6, 7, 8], [0, 1, 2]]
-    """
-
-    def __init__(self, instances, order: Sequence[int]):
-        if getattr(instances, "ndim", 0) != 2:
-            raise ValueError(f"instances must be a 2-D array (instances x tokens), got shape {np.shape(instances)}")
-        self.instances, self.order = instances, order
-        self.sequence_length = int(instances.shape[1])
-
-    def examples(self, start: int, stop: int) -> list[dict]:
-        if stop > len(self.order):
-            raise RecipeError(
-                f"the run needs example {stop - 1} but the data order has {len(self.order)} entries; "
-                f"prepare more data or epochs, or lower train.max_steps"
-            )
-        return [{"index": int(self.order[i]), "input_ids": np.asarray(self.instances[int(self.order[i])])}
-                for i in range(start, stop)]
-
-    def collate(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        input_ids = torch.from_numpy(np.stack([e["input_ids"] for e in examples]).astype(np.int64))
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
-
-    def length(self, example: dict) -> int:
-        return self.sequence_length
-
-
 def build_tokenizer(data: DataSpec):
     """The tokenizer of a run: the built-in character tokenizer for arithmetic, else
     `AutoTokenizer.from_pretrained(data.tokenizer)`.
@@ -152,11 +112,7 @@ def build_tokenizer(data: DataSpec):
         3
     """
     if data.kind == "arithmetic":
-        from hf_arith.tokenization import build_arith_tokenizer
-
         return build_arith_tokenizer()
-    from transformers import AutoTokenizer
-
     try:
         return AutoTokenizer.from_pretrained(data.tokenizer, trust_remote_code=True)
     except (OSError, ValueError) as err:
@@ -167,9 +123,8 @@ def build_tokenizer(data: DataSpec):
 def build_source(data: DataSpec, seed: int, tokenizer) -> Source:
     """The training source a recipe's `data` section describes.
 
-    `kind: text` is the seam for the OLMo data pipeline: `hf_arith.data.text` provides
-    `instance_source(path, seed, sequence_length, tokenizer) -> InstanceSource` (opening the memmap
-    in the run's global order, checking it and the tokenizer against the manifest).
+    `kind: text` opens a prepared folder (`hf_arith.data.instances.instance_source`: the memmap in
+    the run's global order, checked with the tokenizer against the manifest).
 
     Example:
         >>> build_source(DataSpec(task="addition", task_args={"max_digits": 3}), 0, None).task.max_digits
@@ -180,11 +135,6 @@ def build_source(data: DataSpec, seed: int, tokenizer) -> Source:
             return ArithmeticSource(data.task, seed, data.task_args, tokenizer)
         except ValueError as err:  # unknown task or bad task arguments
             raise RecipeError(f"data.task={data.task!r} with data.task_args={data.task_args}: {err}") from None
-    try:
-        from hf_arith.data.text import instance_source
-    except ImportError as err:
-        raise RecipeError(f"data.kind=text needs the text data pipeline (hf_arith.data.text), "
-                          f"which this installation lacks ({err})") from None
     return instance_source(data.path, seed=seed, sequence_length=data.sequence_length, tokenizer=tokenizer)
 
 
@@ -202,4 +152,4 @@ def micro_batches(examples: list[dict], size: int, length=None) -> list[list[dic
     return [examples[i:i + size] for i in range(0, len(examples), size)]
 
 
-__all__ = ["ArithmeticSource", "InstanceSource", "Source", "build_source", "build_tokenizer", "micro_batches"]
+__all__ = ["ArithmeticSource", "Source", "build_source", "build_tokenizer", "micro_batches"]
