@@ -367,21 +367,10 @@ def eval_results(evaluations: list[dict], in_loop: dict) -> list:
 
 
 def _example(task: str, task_args: dict) -> dict:
-    """The problem the how-to snippet solves, inside the training lengths."""
-    from hf_arith.evaluation.grid import answer_token_budget
+    """The problem the how-to snippet solves, inside the training lengths: the task's `card_example`."""
     from hf_arith.tasks import get_task
 
-    task_obj = get_task(task, **task_args)
-    if task == "sorting":
-        digits = min(task_obj.max_digits, 3)
-        numbers = [int("321"[:digits]), int("54"[:min(digits, 2)]), 7][:max(task_obj.max_count, 1)]
-        example = task_obj.format(numbers)
-        return {"numbers": numbers, "prompt": example.prompt, "answer": example.answer,
-                "max_new_tokens": answer_token_budget(task, example.lengths)}
-    a, b = int("123"[:min(task_obj.max_digits, 3)]), int("4567"[:min(task_obj.max_digits, 4)])
-    example = task_obj.format(a, b)
-    return {"a": a, "b": b, "operator": task_obj.operator, "prompt": example.prompt, "answer": example.answer,
-            "expected": example.answer[::-1], "max_new_tokens": answer_token_budget(task, example.lengths)}
+    return get_task(task, **task_args).card_example()
 
 
 def training_summary(recipe: dict, metrics_path: Path | None) -> dict:
@@ -474,13 +463,17 @@ def _eos_text(model_dir: Path) -> str | None:
 
 def _in_loop_grid(recipe: dict, in_loop: dict) -> dict:
     """An evaluation entry for the in-loop `arith_grid` numbers (only the summary is logged)."""
+    from hf_arith.evaluation.grid import training_region
+
     spec = next((e for e in (recipe.get("eval") or {}).get("evaluators") or [] if e.get("name") == "arith_grid"), {})
-    args, task_args = spec.get("args") or {}, (recipe.get("data") or {}).get("task_args") or {}
+    data = recipe.get("data") or {}
+    args, task = spec.get("args") or {}, data.get("task", "addition")
     summary = {part: {"accuracy": in_loop["arith_grid"].get(part)} for part, _ in PARTS}
-    max_digits = task_args.get("max_digits", 20)
-    return {"name": "in-loop", "task": (recipe.get("data") or {}).get("task", "addition"),
+    # The region the in-loop evaluator itself measured with (`evaluators.arith_grid`).
+    train_max = list(training_region(task, data.get("task_args")))
+    return {"name": "in-loop", "task": task,
             "grid": args.get("lengths", "1-20"), "mode": "grid", "samples": args.get("samples", 10),
-            "seed": args.get("seed", 1234), "train_max": [max_digits, max_digits], "num_recurrences": None,
+            "seed": args.get("seed", 1234), "train_max": train_max, "num_recurrences": None,
             "summary": summary, "folder": None, "heatmap": None, "step": in_loop["step"]}
 
 

@@ -277,6 +277,34 @@ def test_run_generate_prints_one_answer_per_problem(saved_model, capsys):
     assert len(answers) == 2 and capsys.readouterr().out.splitlines() == answers
 
 
+def test_training_region_comes_from_the_task_with_the_recipe_arguments(tmp_path):
+    from hf_arith.evaluation.grid import default_train_max, training_region
+
+    assert training_region("addition", {"max_digits": 7}) == (7, 7) and training_region("addition") == (20, 20)
+    assert training_region("sorting", {"max_count": 5, "max_digits": 8}) == (5, 8)
+    assert training_region("sort", {"max_digits": 3}) == (10, 3) and training_region("sorting") == (10, 10)
+    assert training_region("multiplication", {"max_digits": 15}) == (15, 15)
+    # Kept from before the tasks carried their region: no max_digits still means 20 digits here.
+    assert training_region("multiplication") == (20, 20)
+    with pytest.raises(ValueError, match="addition"):
+        training_region("addition", {"max_count": 3})
+
+    folder = tmp_path / "sorting_model"
+    folder.mkdir()
+    (folder / "recipe.yaml").write_text("data:\n  task: sort\n  task_args: {max_count: 4, max_digits: 6}\n")
+    model = SimpleNamespace(name_or_path=str(folder))
+    assert default_train_max(model, "sorting") == (4, 6)  # the recipe's alias names the same task
+    assert default_train_max(model, "addition") == (20, 20)  # trained on another task: the default
+
+
+def test_unknown_task_results_keep_the_binary_axes(tmp_path):
+    result = GridResult("division", [1, 2], [1], np.array([[1], [0]]), np.ones((2, 1)), train_max=(1, 1))
+    assert result.axes == ("len_a", "len_b") and result.axis_labels() == ("digits of a", "digits of b")
+    sorting = GridResult("sorting", [2], [3], np.ones((1, 1)), np.ones((1, 1)), train_max=(10, 10))
+    assert sorting.axis_labels() == ("numbers to sort", "digits per number (max)")
+    assert result.heatmap(tmp_path / "division.png").stat().st_size > 5000
+
+
 def test_run_data_eval_set_matches_what_eval_measures(tmp_path):
     from hf_arith.evaluation.commands import run_data_eval_set
 

@@ -383,6 +383,20 @@ def test_the_card_of_a_local_folder(untrained_run, tmp_path, capsys):
     assert published.read_bytes() == (untrained_run / "eval" / "results.json").read_bytes()
 
 
+@pytest.mark.parametrize("data, region", [
+    ({"task": "sorting", "task_args": {"max_count": 5, "max_digits": 8}}, [5, 8]),
+    ({"task": "addition", "task_args": {"max_digits": 2}}, [2, 2]),
+    ({}, [20, 20]),
+])
+def test_the_in_loop_entry_has_the_region_the_in_loop_grid_measured_with(data, region):
+    from hf_arith.hub import _in_loop_grid
+
+    in_loop = {"arith_grid": {"overall": 0.5, "in_distribution": 1.0, "out_of_distribution": 0.0}, "step": 7}
+    entry = _in_loop_grid({"data": data}, in_loop)
+    # Sorting's axes are (count, digits): the card's bound reads "≤5x≤8".
+    assert entry["train_max"] == region and entry["task"] == data.get("task", "addition")
+
+
 def test_sharding_splits_the_weights(untrained_run, tmp_path):
     from safetensors.torch import load_file
 

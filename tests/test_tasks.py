@@ -3,8 +3,10 @@
 import random
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from hf_arith.tasks import (
     SortingTask,
     from_model_answer,
     get_task,
+    task_for_prompt,
     to_model_format,
     uniform_int_of_length,
 )
@@ -178,6 +181,112 @@ def test_get_task():
         get_task("addition", max_count=3)
     with pytest.raises(ValueError):
         AdditionTask(min_digits=5, max_digits=2)
+
+
+# --- what a task knows about itself (axes, budgets, training region, card example) ----------
+
+BINARY = [(AdditionTask(), lambda a, b: a + b), (MultiplicationTask(), lambda a, b: a * b)]
+
+
+@pytest.mark.parametrize("task, op", BINARY, ids=["addition", "multiplication"])
+def test_binary_budget_and_digit_run_fit_the_largest_answer_of_each_cell(task, op):
+    for la in range(1, 13):
+        for lb in range(1, 13):
+            # Both operations grow with their operands: the cell's longest answer is that of its
+            # largest operands, all nines.
+            longest = len(str(op(10**la - 1, 10**lb - 1)))
+            assert task.answer_budget((la, lb)) == longest + 1  # the answer, then EOS
+            assert task.longest_digit_run((la, lb)) == max(la, lb, longest)
+
+
+def test_sorting_budget_is_the_answer_and_eos_and_digit_run_the_longest_number():
+    task, rng = SortingTask(), random.Random(5)
+    for count in range(1, 11):
+        for digits in range(1, 8):
+            ex = task.sample(rng, lengths=(count, digits))
+            numbers, answer = reference_sorting(ex.prompt)
+            assert task.answer_budget(ex.lengths) == len(answer) + 1
+            assert task.longest_digit_run(ex.lengths) == max(len(str(n)) for n in numbers)
+
+
+@pytest.mark.parametrize("task, region", [
+    (AdditionTask(max_digits=4), (4, 4)),
+    (MultiplicationTask(min_digits=2, max_digits=3), (3, 3)),
+    (SortingTask(max_count=3, max_digits=5), (3, 5)),
+])
+def test_training_region_is_the_largest_cell_training_draws(task, region):
+    assert task.training_region() == region
+    rng = random.Random(6)
+    cells = [task.sample(rng).lengths for _ in range(3000)]
+    # Every drawn cell lies inside the region, and the region's edge is reached on each axis.
+    assert tuple(max(c[axis] for c in cells) for axis in (0, 1)) == region
+
+
+def test_default_training_regions_are_the_papers():
+    # The paper trains addition on 1..20 digits, multiplication on 1..15, sorting on up to 10
+    # numbers of up to 10 digits (also what recipes/abacus/*.yaml set).
+    assert AdditionTask().training_region() == (20, 20)
+    assert MultiplicationTask().training_region() == (15, 15)
+    assert SortingTask().training_region() == (10, 10)
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "abacus"
+    for name in ("addition_paper", "multiplication", "sorting"):
+        data = yaml.safe_load((recipes / f"{name}.yaml").read_text())["data"]
+        task = get_task(data["task"], **data["task_args"])
+        assert task.training_region() == get_task(data["task"]).training_region(), name
+
+
+def test_axes_name_the_cell_of_an_example():
+    assert AdditionTask().axes == MultiplicationTask().axes == ("len_a", "len_b")
+    assert SortingTask().axes == ("count", "max_digits")
+    for name in ("addition", "multiplication", "sorting"):
+        task = get_task(name)
+        assert len(task.axes) == len(task.axis_labels) == len(task.sample(random.Random(0)).lengths) == 2
+
+
+@pytest.mark.parametrize("task, op", BINARY, ids=["addition", "multiplication"])
+@pytest.mark.parametrize("max_digits", [1, 2, 3, 20])
+def test_binary_card_example_is_right_and_inside_training(task, op, max_digits):
+    task = type(task)(max_digits=max_digits)
+    card = task.card_example()
+    a, b = card["a"], card["b"]
+    assert len(str(a)) <= max_digits and len(str(b)) <= max_digits
+    assert reference_binary(card["prompt"]) == (a, task.operator, b) and card["operator"] == task.operator
+    assert card["expected"] == str(op(a, b)) and card["answer"] == str(op(a, b))[::-1]
+    assert card["max_new_tokens"] >= len(card["answer"]) + 1
+
+
+def test_card_examples_of_the_default_tasks():
+    assert (AdditionTask().card_example()["a"], AdditionTask().card_example()["b"]) == (123, 4567)
+    assert AdditionTask().card_example()["expected"] == str(123 + 4567)
+    assert MultiplicationTask().card_example()["expected"] == str(123 * 4567)
+
+
+@pytest.mark.parametrize("max_count, max_digits", [(1, 1), (2, 2), (3, 3), (10, 10)])
+def test_sorting_card_example_is_right_and_inside_training(max_count, max_digits):
+    card = SortingTask(max_count=max_count, max_digits=max_digits).card_example()
+    numbers, answer = reference_sorting(card["prompt"])
+    assert numbers == card["numbers"] and card["answer"] == answer
+    assert len(numbers) <= max_count and all(len(str(n)) <= max_digits for n in numbers)
+    assert card["max_new_tokens"] == len(answer) + 1
+
+
+@pytest.mark.parametrize("name", ["addition", "multiplication", "sorting"])
+def test_example_of_a_prompt_is_the_example_and_task_for_prompt_finds_its_task(name):
+    task, rng = get_task(name), random.Random(7)
+    for _ in range(200):
+        ex = task.sample(rng)
+        assert task.example_of(ex.prompt) == ex
+        assert task_for_prompt(ex.prompt).name == name
+
+
+def test_example_of_and_task_for_prompt_refuse_other_prompts():
+    with pytest.raises(ValueError):
+        AdditionTask().example_of("21x43=")
+    with pytest.raises(ValueError):
+        SortingTask().example_of("321+54=")
+    for bad in ["12?3=", "1+2+3=", "", "a:1,c:2="]:
+        with pytest.raises(ValueError):
+            task_for_prompt(bad)
 
 
 # --- normal notation ---------------------------------------------------------------------------

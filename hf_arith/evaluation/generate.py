@@ -10,49 +10,23 @@ Example:
 
 from __future__ import annotations
 
-import re
-
-from .grid import abacus_capacity, answer_digit_bound, answer_token_budget, greedy_generate
-
-# Operator -> task, for the answer budget; the conversion itself is the task helpers' job.
-OPERATOR_TASKS = (("+", "addition"), ("x", "multiplication"), ("*", "multiplication"), (":", "sorting"),
-                  (",", "sorting"))
+from .grid import abacus_capacity, greedy_generate
 
 
 def task_of_problem(problem) -> str | None:
-    """Which task a normal-notation problem belongs to, from its operator (a list of ints is a
-    sorting problem).
+    """Which task a normal-notation problem belongs to (a list of ints is a sorting problem), or
+    `None` when it is no task's problem.
 
     Example:
         >>> task_of_problem("12x34"), task_of_problem("a:3,b:12"), task_of_problem([3, 12])
         ('multiplication', 'sorting', 'sorting')
     """
-    if not isinstance(problem, str):
-        return "sorting"
-    for op, task in OPERATOR_TASKS:
-        if op in problem:
-            return task
-    return None
+    from hf_arith.tasks import task_for_prompt, to_model_format
 
-
-def _number_lengths(problem) -> list[int]:
-    """Digits of every number in a problem (a string, or a list of ints to sort)."""
-    if not isinstance(problem, str):
-        return [len(str(n)) for n in problem]
-    return [len(n.lstrip("0") or "0") for n in re.findall(r"[0-9]+", problem)]
-
-
-def _budget(problem, prompt: str) -> int:
-    """New tokens for the longest possible answer (and EOS), from the problem's lengths."""
-    task = task_of_problem(problem)
-    numbers = _number_lengths(problem)
-    if task == "sorting":
-        lengths = (len(numbers), max(numbers, default=1))
-    else:
-        lengths = tuple(numbers) or (1,)
-    budget = answer_token_budget(task, lengths) if task else None
-    # An unknown shape still gets a bounded, generous budget.
-    return budget or len(prompt) + 2
+    try:
+        return task_for_prompt(to_model_format(problem)).name
+    except ValueError:
+        return None
 
 
 def answer(
@@ -73,7 +47,7 @@ def answer(
         Traceback (most recent call last):
         ValueError: problem '12?3': ... '?' ...
     """
-    from hf_arith.tasks import from_model_answer, to_model_format
+    from hf_arith.tasks import from_model_answer, task_for_prompt, to_model_format
 
     problems = [problems] if isinstance(problems, str) else list(problems)
     capacity = abacus_capacity(model)
@@ -84,15 +58,14 @@ def answer(
         try:
             prompt = to_model_format(problem)
             tokenizer(prompt)  # the tokenizer names a character outside the vocabulary
+            task = task_for_prompt(prompt)
         except ValueError as err:
             raise ValueError(f"problem {problem!r}: {err}") from None
-        budget = _budget(problem, prompt)
+        cell = task.example_of(prompt).lengths
+        budget = task.answer_budget(cell)  # from the lengths alone, as in the grid
         if capacity is not None:
-            numbers, task = _number_lengths(problem), task_of_problem(problem)
             # A sum or product's digits are fed back too, and get Abacus positions like the operands.
-            needed = max(numbers, default=0)
-            if task in ("addition", "multiplication") and len(numbers) == 2:
-                needed = answer_digit_bound(task, numbers)
+            needed = task.longest_digit_run(cell)
             if needed > capacity:
                 raise ValueError(
                     f"problem {problem!r}: its numbers (and answer) need up to {needed} digit positions, but this "

@@ -30,32 +30,22 @@ import numpy as np
 import torch
 
 from hf_arith.modeling.layers import CACHE_NAME
+from hf_arith.tasks import Task
 
 # Bumped whenever a key of `GridResult.to_dict` changes meaning.
 SCHEMA_VERSION = 1
-# The paper trains on operands of 1..20 digits; used when neither the caller nor the model
-# folder's recipe says otherwise.
+# The paper trains addition on operands of 1..20 digits: `GridResult`'s default training region.
 DEFAULT_TRAIN_MAX_DIGITS = 20
-# Sorting: the paper trains on up to 10 numbers of up to 10 digits.
-DEFAULT_SORTING_TRAIN_MAX = (10, 10)
+# Before the tasks carried their training region, the evaluation took 20 digits for an addition or
+# multiplication model whose recipe names no `max_digits`, although `MultiplicationTask` trains on
+# 1..15 by default. Kept so that such results do not move; without it they would use the task's 15.
+_LEGACY_MAX_DIGITS = {"multiplication": DEFAULT_TRAIN_MAX_DIGITS}
 # Evaluation problems come from `hf_arith.data.arithmetic.eval_set`, which seeds every cell from
 # ("eval", task, seed, cell) while training streams use ("train", task, seed, shard): the two
 # never share a random stream, whatever integers the seeds are.
 DEFAULT_EVAL_SEED = 1234
 # How many wrong predictions the JSON keeps, for a first look at what the model gets wrong.
 MAX_FAILURES_KEPT = 50
-
-AXES = {
-    "addition": ("len_a", "len_b"),
-    "multiplication": ("len_a", "len_b"),
-    "sorting": ("count", "max_digits"),
-}
-AXIS_LABELS = {
-    "len_a": "digits of a",
-    "len_b": "digits of b",
-    "count": "numbers to sort",
-    "max_digits": "digits per number (max)",
-}
 
 
 def task_name_of(task) -> str:
@@ -88,10 +78,17 @@ def resolve_task(task, task_args: dict | None = None):
     return task
 
 
-def answer_token_budget(task: str, lengths: Sequence[int]) -> int | None:
-    """New tokens that suffice for the longest possible answer of a cell, plus its EOS.
+def _known_task(task):
+    """The task object of a name, or `None` for a name hf-arith does not know."""
+    try:
+        return resolve_task(task)
+    except ValueError:
+        return None
 
-    Derived from the lengths alone, never from the ground truth. `None` for tasks it does not know.
+
+def answer_token_budget(task, lengths: Sequence[int]) -> int | None:
+    """New tokens that suffice for the longest possible answer of a cell, plus its EOS: the
+    task's `answer_budget`. `None` for tasks it does not know.
 
     Example:
         >>> answer_token_budget("addition", (3, 5)), answer_token_budget("multiplication", (3, 5))
@@ -99,22 +96,8 @@ def answer_token_budget(task: str, lengths: Sequence[int]) -> int | None:
         >>> answer_token_budget("sorting", (4, 10))  # "a,b,c,d" then EOS
         8
     """
-    if task == "addition":
-        return max(lengths) + 2  # a carry adds one digit
-    if task == "multiplication":
-        return sum(lengths) + 1  # len(a*b) <= len(a) + len(b)
-    if task == "sorting":
-        return 2 * lengths[0]  # count labels, count - 1 commas, EOS
-    return None
-
-
-def answer_digit_bound(task: str, lengths: Sequence[int]) -> int:
-    """The longest digit run a cell can put through the model (operands and answer)."""
-    if task == "addition":
-        return max(lengths) + 1
-    if task == "multiplication":
-        return sum(lengths)
-    return max(lengths)
+    known = _known_task(task)
+    return None if known is None else known.answer_budget(lengths)
 
 
 def uses_abacus(config) -> bool:
@@ -144,12 +127,35 @@ def abacus_capacity(model) -> int | None:
     return int(config.abacus_num_positions) - 1 - int(getattr(config, "abacus_eval_offset", 0))
 
 
-def recipe_train_max(model_dir: str | os.PathLike | None, task: str) -> tuple[int, int] | None:
-    """The training region read from a model folder's `recipe.yaml` (`data.task_args`), if any.
+def training_region(task, task_args: dict | None = None) -> tuple[int, int]:
+    """The training region (largest length per axis) of the task named `task` built with
+    `task_args` (e.g. a recipe's `data.task_args`): the task's `training_region`, except that
+    multiplication without `max_digits` keeps the evaluation's old 20 digits. `ValueError` for an
+    unknown task or arguments it does not take.
 
     Example:
-        >>> recipe_train_max("runs/addition_cpu/final", "addition")
-        (10, 10)
+        >>> training_region("addition", {"max_digits": 10}), training_region("sorting", {"max_count": 5})
+        ((10, 10), (5, 10))
+        >>> training_region("multiplication")  # MultiplicationTask() itself trains on 15 digits
+        (20, 20)
+    """
+    args = dict(task_args or {})
+    name = resolve_task(task).name
+    if "max_digits" not in args and name in _LEGACY_MAX_DIGITS:
+        args["max_digits"] = _LEGACY_MAX_DIGITS[name]
+    return resolve_task(task, args).training_region()
+
+
+def recipe_task_args(model_dir: str | os.PathLike | None, task) -> dict | None:
+    """The `data.task_args` of a model folder's `recipe.yaml` when it trained `task` (a recipe
+    naming no task counts as any), else `None`.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "recipe.yaml").write_text("data: {task: add, task_args: {max_digits: 10}}")
+        >>> recipe_task_args(folder, "addition"), recipe_task_args(folder, "sorting")
+        ({'max_digits': 10}, None)
     """
     if not model_dir:
         return None
@@ -158,28 +164,18 @@ def recipe_train_max(model_dir: str | os.PathLike | None, task: str) -> tuple[in
         return None
     import yaml
 
-    recipe = yaml.safe_load(path.read_text()) or {}
-    data = recipe.get("data") or {}
-    args = data.get("task_args") or {}
-    if data.get("task") not in (None, task):
+    data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    trained = data.get("task")
+    # Compared as tasks, so that an alias in the recipe ("mul") is the task it names.
+    if trained is not None and getattr(_known_task(trained), "name", None) != resolve_task(task).name:
         return None  # a model trained on another task has no training region for this one
-    if task == "sorting":
-        count = next((args[k] for k in ("max_count", "max_numbers", "max_items") if k in args), None)
-        digits = args.get("max_digits")
-        if count is None and digits is None:
-            return None
-        return (int(count or DEFAULT_SORTING_TRAIN_MAX[0]), int(digits or DEFAULT_SORTING_TRAIN_MAX[1]))
-    if "max_digits" in args:
-        return (int(args["max_digits"]), int(args["max_digits"]))
-    return None
+    return dict(data.get("task_args") or {})
 
 
-def default_train_max(model, task: str) -> tuple[int, int]:
-    """The model folder's recipe value when present, else the paper's (20 digits; sorting 10x10)."""
-    found = recipe_train_max(getattr(model, "name_or_path", None), task)
-    if found is not None:
-        return found
-    return DEFAULT_SORTING_TRAIN_MAX if task == "sorting" else (DEFAULT_TRAIN_MAX_DIGITS, DEFAULT_TRAIN_MAX_DIGITS)
+def default_train_max(model, task) -> tuple[int, int]:
+    """The training region of the model folder's recipe when it trained `task`, else the task's
+    default one (see `training_region`)."""
+    return training_region(task, recipe_task_args(getattr(model, "name_or_path", None), task))
 
 
 def _fraction(correct: int, total: int) -> dict:
@@ -228,8 +224,13 @@ class GridResult:
 
     @property
     def axes(self) -> tuple[str, str]:
-        """Names of the two grid axes: ("len_a", "len_b"), or ("count", "max_digits") for sorting."""
-        return AXES.get(self.task, ("len_a", "len_b"))
+        """Names of the two grid axes, the task's `axes`: ("len_a", "len_b"), or ("count",
+        "max_digits") for sorting."""
+        return (_known_task(self.task) or Task).axes
+
+    def axis_labels(self) -> tuple[str, str]:
+        """The two axes in words, the task's `axis_labels` (an unknown task's: those of a+b)."""
+        return (_known_task(self.task) or Task).axis_labels
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -387,7 +388,7 @@ class GridResult:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         acc = self.accuracy
-        x_label, y_label = AXIS_LABELS.get(self.axes[1], self.axes[1]), AXIS_LABELS.get(self.axes[0], self.axes[0])
+        y_label, x_label = self.axis_labels()
 
         if self.mode == "pairs":
             fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -548,19 +549,13 @@ def greedy_generate(
     return decode_answers(tokenizer, output[:, input_ids.shape[1]:].cpu(), eos_ids)
 
 
-def _integer_ground_truth(task: str, prompt: str) -> str | None:
-    """The answer of an addition/multiplication prompt in model format, from Python integers;
-    `None` when the prompt is not of that shape. Guards against a wrong `answer` column."""
-    body = prompt[:-1] if prompt.endswith("=") else None
-    ops = {"addition": ("+",), "multiplication": ("x", "*")}.get(task)
-    if body is None or ops is None:
+def _ground_truth(task, prompt: str) -> str | None:
+    """The answer of a model-format prompt as the task computes it (from Python ints); `None`
+    when the task cannot read the prompt. Guards against a wrong `answer` column."""
+    try:
+        return task.example_of(prompt).answer
+    except ValueError:
         return None
-    for op in ops:
-        parts = body.split(op)
-        if len(parts) == 2 and all(p.isdigit() for p in parts):
-            a, b = (int(p[::-1]) for p in parts)
-            return str(a + b if task == "addition" else a * b)[::-1]
-    return None
 
 
 def build_cells(lengths_a, lengths_b=None, pairs=None) -> tuple[list[int], list[int], list[tuple[int, int]], str]:
@@ -587,7 +582,7 @@ def build_cells(lengths_a, lengths_b=None, pairs=None) -> tuple[list[int], list[
     return lengths_a, lengths_b, [(a, b) for a in lengths_a for b in lengths_b], "grid"
 
 
-def check_abacus_capacity(model, task: str, cells: Iterable[tuple[int, int]]) -> None:
+def check_abacus_capacity(model, task, cells: Iterable[tuple[int, int]]) -> None:
     """Raises one clear `ValueError` before any decoding when a cell needs numbers longer than
     the model's Abacus table (instead of failing half-way through a long evaluation).
 
@@ -599,11 +594,13 @@ def check_abacus_capacity(model, task: str, cells: Iterable[tuple[int, int]]) ->
     capacity = abacus_capacity(model)
     if capacity is None:
         return
-    worst = max(cells, key=lambda c: answer_digit_bound(task, c))
-    needed = answer_digit_bound(task, worst)
+    task_obj = resolve_task(task)
+    worst = max(cells, key=task_obj.longest_digit_run)
+    needed = task_obj.longest_digit_run(worst)
     if needed > capacity:
         raise ValueError(
-            f"{task} cells up to {worst[0]}x{worst[1]} put numbers of up to {needed} digits through the model, "
+            f"{task_name_of(task)} cells up to {worst[0]}x{worst[1]} put numbers of up to {needed} digits through "
+            f"the model, "
             f"but its Abacus table positions at most {capacity} digits (abacus_num_positions="
             f"{model.config.abacus_num_positions}, abacus_eval_offset={model.config.abacus_eval_offset}); "
             f"evaluate shorter lengths"
@@ -643,7 +640,7 @@ def evaluate_dataset(
     prompts, answers = list(dataset["prompt"]), list(dataset["answer"])
     lengths = list(zip(dataset["len_a"], dataset["len_b"]))
     for prompt, answer in zip(prompts, answers):
-        truth = _integer_ground_truth(name, prompt)
+        truth = _ground_truth(task_obj, prompt)
         if truth is not None and truth != answer:
             raise ValueError(
                 f"evaluation set answer {answer!r} for {prompt!r} disagrees with Python integers ({truth!r})"
@@ -651,9 +648,8 @@ def evaluate_dataset(
 
     budgets = []
     for cell, answer in zip(lengths, answers):
-        bound = answer_token_budget(name, cell)
         # Never fewer tokens than the answer and its EOS, whatever the task's bound says.
-        budgets.append(max(bound or 0, len(answer) + 1))
+        budgets.append(max(task_obj.answer_budget(cell), len(answer) + 1))
     # One prompt length per batch: no left padding at all (a cell's prompts share one length for
     # addition and multiplication, so this is grouping by cell), and within a length, similar
     # answer budgets together so that few rows wait for the longest answer.
@@ -712,8 +708,9 @@ def evaluate_grid(
     `dataset` evaluates a materialised set instead (e.g. `load_eval_set(path)` or one from the
     Hub; its cells come from its len_a/len_b columns and `samples`/`seed` are not used).
     `train_max_digits` (an int, or one per axis) separates in- from out-of-distribution; by
-    default it is read from the model folder's `recipe.yaml` (`data.task_args.max_digits`), else
-    20 (sorting: 10 numbers of 10 digits).
+    default it is the training region of the task with the model folder's `recipe.yaml` arguments
+    (`data.task_args`), else with none (see `training_region`: 20 digits; sorting: 10 numbers
+    of 10 digits).
 
     Example:
         >>> result = evaluate_grid(model, tokenizer, "addition", range(1, 41), samples=100)

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from .addition import AdditionTask
-from .base import Example, uniform_int_of_length
+from .base import Example, Task, uniform_int_of_length
 from .multiplication import MultiplicationTask
 from .notation import from_model_answer, to_model_format
 from .sorting import LABELS, SortingTask
@@ -22,8 +22,6 @@ from .sorting import LABELS, SortingTask
 TASKS = {"addition": AdditionTask, "multiplication": MultiplicationTask, "sorting": SortingTask}
 # Short names people type on the command line.
 _ALIASES = {"add": "addition", "mul": "multiplication", "multiply": "multiplication", "sort": "sorting"}
-
-Task = AdditionTask | MultiplicationTask | SortingTask
 
 
 def get_task(name, **kwargs) -> Task:
@@ -49,6 +47,24 @@ def get_task(name, **kwargs) -> Task:
         raise ValueError(f"bad arguments for task {key!r}: {err}") from None
 
 
+def task_for_prompt(prompt: str) -> Task:
+    """The task (with default arguments) whose model-format prompts look like `prompt`: the one
+    task whose `parse_prompt` reads it. `ValueError` when none does.
+
+    Example:
+        >>> task_for_prompt("21x43=").name, task_for_prompt("a:3,b:21=").name
+        ('multiplication', 'sorting')
+    """
+    for task_class in TASKS.values():
+        task = task_class()
+        try:
+            task.parse_prompt(prompt)
+        except ValueError:
+            continue
+        return task
+    raise ValueError(f"{prompt!r} is not a prompt of any task ({', '.join(TASKS)})")
+
+
 __all__ = [
     "LABELS",
     "TASKS",
@@ -56,8 +72,10 @@ __all__ = [
     "Example",
     "MultiplicationTask",
     "SortingTask",
+    "Task",
     "from_model_answer",
     "get_task",
+    "task_for_prompt",
     "to_model_format",
     "uniform_int_of_length",
 ]

@@ -35,5 +35,14 @@ class AdditionTask(BinaryOperationTask):
         """
         return a + b
 
+    def answer_digits(self, lengths) -> int:
+        """The most digits a sum of operands of lengths (len_a, len_b) can have.
+
+        Example:
+            >>> AdditionTask().answer_digits((3, 5))  # 999 + 99999 = 100998
+            6
+        """
+        return max(lengths) + 1  # a carry out of the longest operand adds one digit
+
 
 __all__ = ["AdditionTask"]

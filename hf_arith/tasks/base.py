@@ -1,4 +1,5 @@
-"""What every arithmetic task shares: the `Example` record and small digit helpers.
+"""What every arithmetic task shares: the `Task` base class, the `Example` record and small digit
+helpers.
 
 The model reads and writes every number least-significant digit first ("model format"), so that
 it can emit the answer in the order carries propagate. Helpers here convert between Python ints
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # One or more ASCII digits; `str.isdigit` would also accept e.g. "²" or Arabic-Indic digits.
@@ -138,16 +140,75 @@ def check_length_range(low: int, high: int, what: str) -> None:
         raise ValueError(f"{what} range must satisfy 1 <= min <= max, got [{low}, {high}]")
 
 
-class BinaryOperationTask:
+class Task:
+    """What a task knows about itself, so that evaluation, generation and the model card ask the
+    task instead of comparing names (like lm-eval-harness keeps a task's knowledge on its class).
+
+    A task's problems fall in cells of a two-axis grid: `Example.lengths` is the cell, `axes`
+    names its two lengths and `axis_labels` says them in words. Subclasses set `name`, `axes`,
+    `axis_labels` and implement `format`, `parse_prompt`, `answer_budget`, `longest_digit_run`,
+    `training_region` and `card_example`.
+
+    Example:
+        >>> from hf_arith.tasks import get_task
+        >>> task = get_task("sorting")
+        >>> task.axes, task.training_region(), task.answer_budget((3, 5))
+        (('count', 'max_digits'), (10, 10), 6)
+    """
+
+    name = ""
+    axes: tuple[str, str] = ("len_a", "len_b")
+    axis_labels: tuple[str, str] = ("digits of a", "digits of b")
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def format(self, *operands) -> Example:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def parse_prompt(self, prompt: str):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def example_of(self, prompt: str) -> Example:
+        """The example of a model-format prompt, its answer computed by the task (from Python ints);
+        `ValueError` when the prompt is not one of this task's.
+
+        Example:
+            >>> from hf_arith.tasks import get_task
+            >>> get_task("addition").example_of("321+54=")  # 123 + 45 = 168
+            Example(prompt='321+54=', answer='861', lengths=(3, 2))
+        """
+        return self.format(*self.parse_prompt(prompt))
+
+    def answer_budget(self, lengths: Sequence[int]) -> int:  # pragma: no cover - abstract
+        """New tokens (the EOS included) that suffice for the longest answer of cell `lengths`,
+        from the lengths alone (never from a ground truth): generation's `max_new_tokens`."""
+        raise NotImplementedError
+
+    def longest_digit_run(self, lengths: Sequence[int]) -> int:  # pragma: no cover - abstract
+        """The most digits in one number (operand or answer) that cell `lengths` puts through the
+        model: what an Abacus table must be able to position."""
+        raise NotImplementedError
+
+    def training_region(self) -> tuple[int, int]:  # pragma: no cover - abstract
+        """The largest length per axis that this task's training draws: a cell is in distribution
+        when each of its lengths is at most the region's."""
+        raise NotImplementedError
+
+    def card_example(self) -> dict:  # pragma: no cover - abstract
+        """The problem a model card's how-to snippet solves, inside the training region."""
+        raise NotImplementedError
+
+
+class BinaryOperationTask(Task):
     """Shared by addition and multiplication: `a OP b=` with reversed digits, answer reversed.
 
     Operand lengths (len_a, len_b) are drawn uniformly from [min_digits, max_digits]^2, then each
     operand uniformly among the numbers of exactly that length, so every grid cell is equally
     frequent (short operands are not drowned by the 9x more numbers of each extra digit).
-    Subclasses set `name`, `operator`, `default_max_digits` and `apply`.
+    Subclasses set `name`, `operator`, `default_max_digits`, `apply` and `answer_digits`.
     """
 
-    name = ""
     operator = ""
     default_max_digits = 20
 
@@ -159,11 +220,56 @@ class BinaryOperationTask:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_digits={self.min_digits}, max_digits={self.max_digits})"
 
-    def __eq__(self, other) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
     def apply(self, a: int, b: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def answer_digits(self, lengths: Sequence[int]) -> int:  # pragma: no cover - abstract
+        """The most digits `apply` can give for operands of lengths (len_a, len_b)."""
+        raise NotImplementedError
+
+    def answer_budget(self, lengths: Sequence[int]) -> int:
+        """New tokens for the longest answer of cell (len_a, len_b): its digits, then EOS.
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask().answer_budget((3, 5))  # 99999 + 999 = 100998: 6 digits, then EOS
+            7
+        """
+        return self.answer_digits(lengths) + 1
+
+    def longest_digit_run(self, lengths: Sequence[int]) -> int:
+        """The longest number cell (len_a, len_b) puts through the model: an operand or the answer.
+
+        Example:
+            >>> from hf_arith.tasks import MultiplicationTask
+            >>> MultiplicationTask().longest_digit_run((3, 5))  # 999 * 99999 has 8 digits
+            8
+        """
+        return max(*lengths, self.answer_digits(lengths))
+
+    def training_region(self) -> tuple[int, int]:
+        """(max_digits, max_digits): training draws both operands of 1..max_digits digits.
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask(max_digits=10).training_region()
+            (10, 10)
+        """
+        return (self.max_digits, self.max_digits)
+
+    def card_example(self) -> dict:
+        """The card's problem `a OP b` (a = 123, b = 4567, cut to `max_digits`), with its prompt,
+        reversed `answer`, the answer in normal notation (`expected`) and `max_new_tokens`.
+
+        Example:
+            >>> from hf_arith.tasks import AdditionTask
+            >>> AdditionTask(max_digits=2).card_example()["prompt"]
+            '21+54='
+        """
+        a, b = int("123"[:min(self.max_digits, 3)]), int("4567"[:min(self.max_digits, 4)])
+        example = self.format(a, b)
+        return {"a": a, "b": b, "operator": self.operator, "prompt": example.prompt, "answer": example.answer,
+                "expected": example.answer[::-1], "max_new_tokens": self.answer_budget(example.lengths)}
 
     def length_grid(self) -> list[tuple[int, int]]:
         """Every (len_a, len_b) cell of the training distribution, row by row.
@@ -241,6 +347,7 @@ class BinaryOperationTask:
 
 __all__ = [
     "BinaryOperationTask",
+    "Task",
     "DIGITS",
     "Example",
     "check_length_range",

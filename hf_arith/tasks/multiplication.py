@@ -33,5 +33,14 @@ class MultiplicationTask(BinaryOperationTask):
         """
         return a * b
 
+    def answer_digits(self, lengths) -> int:
+        """The most digits a product of operands of lengths (len_a, len_b) can have.
+
+        Example:
+            >>> MultiplicationTask().answer_digits((3, 5))  # 999 * 99999 = 99899001
+            8
+        """
+        return sum(lengths)  # a < 10**len_a and b < 10**len_b, so a * b < 10**(len_a + len_b)
+
 
 __all__ = ["MultiplicationTask"]

@@ -15,6 +15,7 @@ import re
 
 from .base import (
     Example,
+    Task,
     check_length_range,
     check_non_negative_int,
     clean_prediction,
@@ -39,7 +40,7 @@ def sorted_labels(numbers: list[int]) -> list[str]:
     return [LABELS[k] for k in order]
 
 
-class SortingTask:
+class SortingTask(Task):
     """`count` numbers (min_count..max_count, at most 10) of up to `max_digits` digits.
 
     The length cell of an example is (count, digits of its longest number). Sampling draws the
@@ -55,6 +56,8 @@ class SortingTask:
     """
 
     name = "sorting"
+    axes = ("count", "max_digits")
+    axis_labels = ("numbers to sort", "digits per number (max)")
 
     def __init__(self, min_count: int = 1, max_count: int = 10, max_digits: int = 10, min_digits: int = 1):
         check_length_range(min_count, max_count, "count")
@@ -68,8 +71,47 @@ class SortingTask:
         return (f"SortingTask(min_count={self.min_count}, max_count={self.max_count}, "
                 f"max_digits={self.max_digits}, min_digits={self.min_digits})")
 
-    def __eq__(self, other) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
+    def answer_budget(self, lengths) -> int:
+        """New tokens for the answer of cell (count, digits): `count` labels, `count - 1` commas
+        between them, then EOS.
+
+        Example:
+            >>> SortingTask().answer_budget((4, 10))  # "a,b,c,d" then EOS
+            8
+        """
+        return 2 * lengths[0]
+
+    def longest_digit_run(self, lengths) -> int:
+        """The longest number of cell (count, digits): `digits` (the answer is labels, no digits).
+
+        Example:
+            >>> SortingTask().longest_digit_run((10, 3))
+            3
+        """
+        return lengths[1]
+
+    def training_region(self) -> tuple[int, int]:
+        """(max_count, max_digits): training draws up to `max_count` numbers of up to `max_digits`.
+
+        Example:
+            >>> SortingTask(max_count=5, max_digits=8).training_region()
+            (5, 8)
+        """
+        return (self.max_count, self.max_digits)
+
+    def card_example(self) -> dict:
+        """The card's problem: sort 321, 54, 7 (as many of them as `max_count` allows, cut to
+        `max_digits`), with its prompt, labels `answer` and `max_new_tokens`.
+
+        Example:
+            >>> SortingTask().card_example()
+            {'numbers': [321, 54, 7], 'prompt': 'a:123,b:45,c:7=', 'answer': 'c,b,a', 'max_new_tokens': 6}
+        """
+        digits = min(self.max_digits, 3)
+        numbers = [int("321"[:digits]), int("54"[:min(digits, 2)]), 7][:max(self.max_count, 1)]
+        example = self.format(numbers)
+        return {"numbers": numbers, "prompt": example.prompt, "answer": example.answer,
+                "max_new_tokens": self.answer_budget(example.lengths)}
 
     def length_grid(self) -> list[tuple[int, int]]:
         """Every (count, longest number's digits) cell of the training distribution.

@@ -30,7 +30,7 @@ import torch
 from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
 from hf_arith.data.instances import heldout_instances
 from hf_arith.errors import RecipeError
-from hf_arith.evaluation.grid import abacus_offset_of, evaluate_grid
+from hf_arith.evaluation.grid import abacus_offset_of, evaluate_grid, training_region
 from hf_arith.evaluation.lengths import cells_of, parse_lengths
 from hf_arith.evaluation.multiple_choice import evaluate_multiple_choice, load_task, task_name
 from hf_arith.evaluation.perplexity import evaluate_perplexity
@@ -79,14 +79,6 @@ def build_evaluators(recipe, tokenizer) -> list[tuple[str, Evaluator]]:
     return built
 
 
-def _train_max(recipe) -> int | tuple[int, int] | None:
-    """The training region of an arithmetic recipe, as `evaluate_grid` takes it."""
-    args = recipe.data.task_args
-    if recipe.data.task.startswith("sort"):
-        return (int(args.get("max_count", 10)), int(args.get("max_digits", 10)))
-    return int(args["max_digits"]) if "max_digits" in args else None
-
-
 @register_evaluator("arith_grid")
 def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batch_size: int = 256,
                num_recurrences: int | None = None, seed: int = 1234):
@@ -102,10 +94,11 @@ def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batc
     """
     grid = parse_lengths(lengths)
     task, task_args = recipe.data.task, dict(recipe.data.task_args)
+    train_max = training_region(task, task_args)
 
     def evaluate(model, step):
         result = evaluate_grid(model, tokenizer, task, **grid, samples=samples, seed=seed, batch_size=batch_size,
-                               num_recurrences=num_recurrences, progress=False, train_max_digits=_train_max(recipe),
+                               num_recurrences=num_recurrences, progress=False, train_max_digits=train_max,
                                task_args=task_args)
         return {f"accuracy/{part}": value["accuracy"] for part, value in result.summary().items()
                 if value["accuracy"] is not None}
