@@ -546,7 +546,7 @@ def load_checkpoint(path):
     return fmt, config, state_dict_from_original(_read_weights(path, allow_pickle=True), config)
 
 
-def _generation_config(src: Path, config, to: str):
+def generation_config_for(src: Path, config, to: str):
     """SRC's generation config (or one from the model config), with the padding rows in
     `suppress_tokens` for native (which does not mask them) and out of it for ours (which does)."""
     if (src / "generation_config.json").is_file():
@@ -609,7 +609,7 @@ def convert(src, dst, to: str) -> Path:
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise HfArithError(f"{dst} already exists and is not an empty folder; choose a new destination")
     _, config, state = load_checkpoint(src)
-    generation = _generation_config(src, config, to) if to != "original" else None
+    generation = generation_config_for(src, config, to) if to != "original" else None
     # Written next to dst first, so that a failure leaves no half-written checkpoint behind.
     tmp = dst.with_name(dst.name + ".converting")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -8,18 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from hf_arith.evaluation.lengths import cells_of, parse_lengths, parse_range
-from hf_arith.evaluation.generate import answer
-from hf_arith.evaluation.grid import (
-    GridResult,
-    answer_token_budget,
-    evaluate_equal_lengths,
-    evaluate_grid,
-)
 from hf_arith.modeling.configuration_abacus import AbacusConfig
 from hf_arith.modeling.layers import CACHE_NAME
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+
+from hf_arith.evaluation.generate import answer
+from hf_arith.evaluation.grid import answer_token_budget, evaluate_equal_lengths, evaluate_grid
+from hf_arith.evaluation.lengths import cells_of, parse_lengths, parse_range
+from hf_arith.evaluation.results import GridResult
 from hf_arith.tokenization import build_arith_tokenizer
 
 
@@ -284,8 +280,9 @@ def test_training_region_comes_from_the_task_with_the_recipe_arguments(tmp_path)
     assert training_region("sorting", {"max_count": 5, "max_digits": 8}) == (5, 8)
     assert training_region("sort", {"max_digits": 3}) == (10, 3) and training_region("sorting") == (10, 10)
     assert training_region("multiplication", {"max_digits": 15}) == (15, 15)
-    # Kept from before the tasks carried their region: no max_digits still means 20 digits here.
-    assert training_region("multiplication") == (20, 20)
+    # No max_digits: the task's default, the paper's multiplication region (1..15 digits), which the
+    # model trained on (the evaluation used to assume 20 here).
+    assert training_region("multiplication") == (15, 15)
     with pytest.raises(ValueError, match="addition"):
         training_region("addition", {"max_count": 3})
 

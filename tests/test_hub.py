@@ -389,7 +389,7 @@ def test_the_card_of_a_local_folder(untrained_run, tmp_path, capsys):
     ({}, [20, 20]),
 ])
 def test_the_in_loop_entry_has_the_region_the_in_loop_grid_measured_with(data, region):
-    from hf_arith.hub import _in_loop_grid
+    from hf_arith.hub.card import _in_loop_grid
 
     in_loop = {"arith_grid": {"overall": 0.5, "in_distribution": 1.0, "out_of_distribution": 0.0}, "step": 7}
     entry = _in_loop_grid({"data": data}, in_loop)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_isolated
 from safetensors.torch import load_file
 
-from helpers import run_isolated
 from hf_arith.errors import HfArithError, RecipeError
 from hf_arith.training import load_recipe, recipe_from_dict, train
 from hf_arith.training.trainer import read_metrics
@@ -62,7 +62,7 @@ def test_a_few_hundred_steps_learn_two_digit_addition(tmp_path):
     # The cheap in-loop exact match (one teacher-forced pass) is greedy decoding's exact match,
     # here on cells in and beyond the training lengths, where the model is partly right.
     from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
-    from hf_arith.evaluation.grid import greedy_generate
+    from hf_arith.evaluation.decoding import greedy_generate
     from hf_arith.training.evaluators import teacher_forced_scores
 
     rows = list(eval_set("addition", [(2, 2), (3, 2), (3, 3)], samples=40, seed=7))
@@ -280,6 +280,7 @@ def test_abacus_offset_calibration_on_longer_problems_uses_exactly_those_lengths
 def test_weight_decay_groups_by_default_and_as_the_abacus_reference():
     from hf_arith.modeling.configuration_abacus import AbacusConfig
     from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+
     from hf_arith.training.optim import param_groups
 
     model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=4, intermediate_size=32,

@@ -8,6 +8,7 @@ Example:
 """
 
 from .generate import answer
-from .grid import GridResult, evaluate_dataset, evaluate_equal_lengths, evaluate_grid
+from .grid import evaluate_dataset, evaluate_equal_lengths, evaluate_grid
+from .results import GridResult
 
 __all__ = ["GridResult", "answer", "evaluate_dataset", "evaluate_equal_lengths", "evaluate_grid"]

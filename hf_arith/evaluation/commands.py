@@ -19,8 +19,9 @@ from hf_arith.errors import HfArithError
 from hf_arith.model_files import check_model_folder
 
 from .generate import answer
-from .grid import DEFAULT_EVAL_SEED, GridResult, abacus_offset_of, evaluate_grid
+from .grid import DEFAULT_EVAL_SEED, abacus_offset_of, evaluate_grid
 from .lengths import cells_of, parse_lengths
+from .results import GridResult
 
 
 def resolve_device(device: str | None) -> str:

@@ -10,7 +10,10 @@ Example:
 
 from __future__ import annotations
 
-from .grid import abacus_capacity, greedy_generate
+from hf_arith.tasks import from_model_answer, task_for_prompt, to_model_format
+
+from .decoding import greedy_generate
+from .grid import abacus_capacity
 
 
 def task_of_problem(problem) -> str | None:
@@ -21,8 +24,6 @@ def task_of_problem(problem) -> str | None:
         >>> task_of_problem("12x34"), task_of_problem("a:3,b:12"), task_of_problem([3, 12])
         ('multiplication', 'sorting', 'sorting')
     """
-    from hf_arith.tasks import task_for_prompt, to_model_format
-
     try:
         return task_for_prompt(to_model_format(problem)).name
     except ValueError:
@@ -47,8 +48,6 @@ def answer(
         Traceback (most recent call last):
         ValueError: problem '12?3': ... '?' ...
     """
-    from hf_arith.tasks import from_model_answer, task_for_prompt, to_model_format
-
     problems = [problems] if isinstance(problems, str) else list(problems)
     capacity = abacus_capacity(model)
     prompts, budgets = [], []

@@ -65,6 +65,42 @@ def task_for_prompt(prompt: str) -> Task:
     raise ValueError(f"{prompt!r} is not a prompt of any task ({', '.join(TASKS)})")
 
 
+def task_name_of(task) -> str:
+    """The registry name of a task given as a string or a task object.
+
+    Example:
+        >>> task_name_of("addition"), task_name_of(get_task("sorting"))
+        ('addition', 'sorting')
+    """
+    if isinstance(task, str):
+        return task
+    name = getattr(task, "name", None)
+    if isinstance(name, str):
+        return name
+    # Fall back on the class name: AdditionTask -> addition.
+    return type(task).__name__.removesuffix("Task").lower()
+
+
+def resolve_task(task, task_args: dict | None = None):
+    """A task object from a name (plus constructor arguments) or a task object.
+
+    Example:
+        >>> resolve_task("addition").score("573", Example("321+54=", "573", (3, 2)))
+        True
+    """
+    if isinstance(task, str):
+        return get_task(task, **(task_args or {}))
+    return task
+
+
+def known_task(task):
+    """The task object of a name, or `None` for a name hf-arith does not know."""
+    try:
+        return resolve_task(task)
+    except ValueError:
+        return None
+
+
 __all__ = [
     "LABELS",
     "TASKS",
@@ -75,7 +111,10 @@ __all__ = [
     "Task",
     "from_model_answer",
     "get_task",
+    "known_task",
+    "resolve_task",
     "task_for_prompt",
+    "task_name_of",
     "to_model_format",
     "uniform_int_of_length",
 ]
