@@ -58,7 +58,7 @@ def check_safetensors(path: Path) -> None:
         raise HfArithError(f"{path} holds no tensors; re-save the model")
 
 
-def check_model_folder(path: str | os.PathLike, need_tokenizer: bool = True) -> Path | str:
+def check_model_folder(path: str | os.PathLike) -> Path | str:
     """`path` if it is a complete model folder (config.json, safetensors weights that read,
     a tokenizer), or a Hub repo id (passed through: the Hub reports its own problems).
 
@@ -85,7 +85,7 @@ def check_model_folder(path: str | os.PathLike, need_tokenizer: bool = True) -> 
         raise HfArithError(f"{path} has no .safetensors weights{found}; re-save the model with save_pretrained")
     for file in weights:
         check_safetensors(file)
-    if need_tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise HfArithError(f"{path} has no tokenizer (tokenizer.json); save the run's tokenizer next to the model "
                            f"(`tokenizer.save_pretrained(folder)`), e.g. copy it from the run's final/ folder")
     return folder

@@ -66,7 +66,6 @@ class AbacusConfig(PretrainedConfig):
         progressive_max_k (`int`, *optional*): cap on k in the progressive loss (the paper's code
             caps it at R // 2); `None` draws k from {1..R-n}.
         initializer_range (`float`, defaults to 0.02): std of the normal init of weights.
-        clip_qkv (`float`, *optional*): clamp q, k, v to ±clip_qkv.
     """
 
     model_type = "abacus"
@@ -101,7 +100,6 @@ class AbacusConfig(PretrainedConfig):
         progressive_loss_alpha: float = 0.0,
         progressive_max_k: int | None = None,
         initializer_range: float = 0.02,
-        clip_qkv: float | None = None,
         pad_token_id: int = 0,
         bos_token_id: int = 2,
         eos_token_id: int = 3,
@@ -136,7 +134,6 @@ class AbacusConfig(PretrainedConfig):
         self.progressive_loss_alpha = progressive_loss_alpha
         self.progressive_max_k = progressive_max_k
         self.initializer_range = initializer_range
-        self.clip_qkv = clip_qkv
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,

@@ -213,8 +213,6 @@ class Attention(nn.Module):
         which the eager kernel runs whatever `config._attn_implementation` says."""
         batch, q_len, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states)
-        if self.config.clip_qkv is not None:
-            qkv = qkv.clamp(min=-self.config.clip_qkv, max=self.config.clip_qkv)
         query, key, value = qkv.view(batch, q_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
         if position_embeddings is not None:  # rotated in fp32 (cos/sin are), then back to the model's dtype

@@ -1,6 +1,5 @@
 """Training stream, evaluation sets, collation and bucketing."""
 
-import random
 import re
 from collections import Counter
 from itertools import islice
@@ -12,7 +11,6 @@ from datasets.distributed import split_dataset_by_node
 from hf_arith.data.arithmetic import (
     IGNORE_INDEX,
     ArithmeticCollator,
-    bucketed_batches,
     eval_set,
     load_eval_set,
     save_eval_set,
@@ -143,26 +141,3 @@ def test_collator_pad_multiple_and_unknown_characters():
 
 # --- bucketing -------------------------------------------------------------------------------
 
-def test_bucketing_keeps_every_row_once_and_is_deterministic():
-    rows = take(train_stream("addition", seed=0), 1000)
-    batches = list(bucketed_batches(rows, batch_size=32, pool_batches=8, rng=random.Random(0)))
-    assert sorted(len(b) for b in batches) == [8] + [32] * 31  # 1000 = 31 * 32 + 8
-    assert Counter(r["prompt"] for b in batches for r in b) == Counter(r["prompt"] for r in rows)
-    again = list(bucketed_batches(rows, batch_size=32, pool_batches=8, rng=0))
-    assert again == batches
-    assert list(bucketed_batches(rows, 32, 8, rng=1)) != batches
-    assert all(len(b) == 32 for b in bucketed_batches(rows, 32, 8, rng=0, drop_last=True))
-
-
-def test_bucketing_cuts_padding(collate):
-    rows = take(train_stream("addition", seed=0), 4096)
-
-    def padding(batches):
-        return sum(int((collate(b)["attention_mask"] == 0).sum()) for b in batches)
-
-    plain = [rows[k:k + 64] for k in range(0, len(rows), 64)]
-    bucketed = list(bucketed_batches(rows, batch_size=64, pool_batches=32, rng=0))
-    assert padding(bucketed) < 0.25 * padding(plain)
-    # Batch order is shuffled, not sorted by length.
-    widths = [collate(b)["input_ids"].shape[1] for b in bucketed[:32]]
-    assert widths != sorted(widths)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 
 import datasets
@@ -227,45 +226,10 @@ class ArithmeticCollator:
         return {"input_ids": input_ids, "attention_mask": (positions < ends).long(), "labels": labels}
 
 
-def _length(example) -> int:
-    return len(_field(example, "prompt")) + len(_field(example, "answer"))
-
-
-def bucketed_batches(
-    example_iter: Iterable,
-    batch_size: int,
-    pool_batches: int = 32,
-    rng: random.Random | int | None = None,
-    drop_last: bool = False,
-) -> Iterator[list]:
-    """Batches of similar length, to cut padding: takes `pool_batches * batch_size` rows, sorts
-    them by length (prompt + answer, stable), cuts them into batches and yields those in a
-    shuffled order, then the next pool. `rng` is a `random.Random` or a seed (None: 0), so the
-    batches are deterministic. A finite input ends with one short batch unless `drop_last`.
-
-    Example:
-        >>> rows = list(islice(train_stream("addition", seed=0), 64))
-        >>> [len(b) for b in bucketed_batches(rows, batch_size=16, pool_batches=2, rng=0)]
-        [16, 16, 16, 16]
-    """
-    if batch_size < 1 or pool_batches < 1:
-        raise ValueError("batch_size and pool_batches must be >= 1")
-    rng = rng if isinstance(rng, random.Random) else random.Random(rng or 0)
-    iterator = iter(example_iter)
-    while pool := list(islice(iterator, pool_batches * batch_size)):
-        pool.sort(key=_length)
-        batches = [pool[k:k + batch_size] for k in range(0, len(pool), batch_size)]
-        rng.shuffle(batches)
-        for batch in batches:
-            if len(batch) == batch_size or not drop_last:
-                yield batch
-
-
 __all__ = [
     "FEATURES",
     "IGNORE_INDEX",
     "ArithmeticCollator",
-    "bucketed_batches",
     "eval_set",
     "load_eval_set",
     "save_eval_set",

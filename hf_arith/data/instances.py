@@ -47,8 +47,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
     the tokenizer's `tokenizer.json`, or its vocabulary for a tokenizer without one.
 
     Example:
-        >>> tokenizer_fingerprint(AutoTokenizer.from_pretrained("data/olmo/tokenizer-4k"))[:12]
-        'd756d08aeb58'
+        >>> import tempfile
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> tokenizer, folder = build_arith_tokenizer(), tempfile.mkdtemp()
+        >>> _ = tokenizer.save_pretrained(folder)
+        >>> fingerprint = tokenizer_fingerprint(tokenizer)
+        >>> len(fingerprint), fingerprint == tokenizer_fingerprint(type(tokenizer).from_pretrained(folder))
+        (64, True)
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -63,9 +68,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
 def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest of a prepared folder; `HfArithError` saying how to make one when it is missing.
 
-    Example:
-        >>> read_manifest("data/olmo/tiny_cpu")["sequence_length"]
-        128
+    Example (a folder written by `hf-arith data prepare recipes/olmo/tiny_cpu.yaml`)::
+
+        manifest = read_manifest("data/olmo/tiny_cpu")
+        manifest["sequence_length"], manifest["train"]["instances"], sorted(manifest["heldout"])
     """
     file = Path(path) / MANIFEST
     if not file.is_file():
@@ -82,9 +88,15 @@ def check_tokenizer(manifest: dict, tokenizer, path) -> None:
     fit the token files' dtype.
 
     Example:
-        >>> check_tokenizer(read_manifest("data/x"), AutoTokenizer.from_pretrained("gpt2"), "data/x")
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> tokenizer = build_arith_tokenizer()
+        >>> manifest = {"dtype": "uint16", "tokenizer": {"source": "gpt2", "sha256": "0" * 64, "copy": "tokenizer"}}
+        >>> check_tokenizer(manifest, tokenizer, "data/x")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        hf_arith.errors.HfArithError: data/x was tokenized with another tokenizer ...
+        ...
+        hf_arith.errors.HfArithError: data/x was tokenized with another tokenizer (gpt2, sha256 000000000000) ...
+        >>> manifest["tokenizer"]["sha256"] = tokenizer_fingerprint(tokenizer)
+        >>> check_tokenizer(manifest, tokenizer, "data/x")  # the tokenizer the data was made with
     """
     dtype = np.dtype(manifest["dtype"])
     if len(tokenizer) > np.iinfo(dtype).max + 1:
@@ -103,10 +115,11 @@ def open_instances(path: str | os.PathLike, entry: dict, manifest: dict) -> np.m
     """The `(instances, sequence_length)` read-only memmap of one token file of a manifest (`entry`
     is `manifest["train"]` or `manifest["heldout"][name]`), after checking its size.
 
-    Example:
-        >>> manifest = read_manifest("data/olmo/tiny_cpu")
-        >>> open_instances("data/olmo/tiny_cpu", manifest["train"], manifest).shape
-        (4490, 128)
+    Example (a folder written by `hf-arith data prepare recipes/olmo/tiny_cpu.yaml`)::
+
+        manifest = read_manifest("data/olmo/tiny_cpu")
+        train = open_instances("data/olmo/tiny_cpu", manifest["train"], manifest)
+        train.shape  # (manifest["train"]["instances"], 128)
     """
     file = Path(path) / entry["file"]
     dtype, L = np.dtype(manifest["dtype"]), int(manifest["sequence_length"])
@@ -129,9 +142,10 @@ def heldout_instances(path: str | os.PathLike, tokenizer=None, names: Sequence[s
     """`{name: (memmap, manifest entry)}` of the held-out sets of a prepared folder (all of them,
     or `names`), checked against `tokenizer` when given.
 
-    Example:
-        >>> {n: a.shape for n, (a, _) in heldout_instances("data/olmo/tiny_cpu").items()}
-        {'pydoc': (31, 128), 'docstrings': (61, 128)}
+    Example (a folder written by `hf-arith data prepare recipes/olmo/tiny_cpu.yaml`)::
+
+        heldout = heldout_instances("data/olmo/tiny_cpu")
+        {name: instances.shape for name, (instances, _) in heldout.items()}  # {'pydoc': (n, 128), ...}
     """
     manifest = read_manifest(path)
     if tokenizer is not None:
@@ -250,9 +264,13 @@ class TextSource(InstanceSource):
     """Prepared instances in a run's `GlobalOrder`, with the hook that saves the order into the run.
 
     Example:
-        >>> source = instance_source("data/olmo/tiny_cpu", seed=0)
-        >>> source.save_order("runs/tiny", num_examples=1000).name
+        >>> import tempfile
+        >>> manifest = {"tokenizer": {"sha256": "0" * 64}, "sequence_length": 3}  # what save_order records
+        >>> source = TextSource(np.arange(12).reshape(4, 3), GlobalOrder(4, seed=0), "data/x", manifest)
+        >>> source.save_order(tempfile.mkdtemp(), num_examples=6).name
         'data_order.npy'
+        >>> source.order.epochs  # 6 examples of 4 instances
+        2
     """
 
     def __init__(self, instances, order: GlobalOrder, path: str | os.PathLike, manifest: dict):
@@ -266,8 +284,14 @@ class TextSource(InstanceSource):
         folder must use the same data and seed.
 
         Example:
-            >>> json.loads((source.save_order("runs/x", 1000).parent / "data_order.json").read_text())["epochs"]
-            1
+            >>> import tempfile
+            >>> source = TextSource(np.arange(12).reshape(4, 3), GlobalOrder(4, seed=0), "data/x",
+            ...                     {"tokenizer": {"sha256": "0" * 64}, "sequence_length": 3})
+            >>> path = source.save_order(tempfile.mkdtemp(), num_examples=6)
+            >>> np.load(path).tolist() == GlobalOrder(4, seed=0, epochs=2).take(0, 6).tolist()
+            True
+            >>> json.loads((path.parent / "data_order.json").read_text())["epochs"]
+            2
         """
         self.order = order = self.order.covering(num_examples)
         run_dir = Path(run_dir)
@@ -308,9 +332,21 @@ def instance_source(path: str | os.PathLike, seed: int, sequence_length: int | N
     (when given) that `tokenizer` is the one the data was made with.
 
     Example:
-        >>> source = instance_source("data/olmo/tiny_cpu", seed=0, sequence_length=128)
+        >>> import tempfile
+        >>> from hf_arith.data.specs import DataSpec, PrepareSpec, TextSourceSpec
+        >>> from hf_arith.data.text import prepare
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for i in range(20):  # documents the arithmetic tokenizer can read
+        ...     _ = (folder / f"{i}.txt").write_text("+".join(str(i * j) for j in range(30)))
+        >>> spec = PrepareSpec([TextSourceSpec("sums", paths=[f"{folder}/*.txt"])])
+        >>> data = DataSpec(kind="text", path=str(folder / "prepared"), sequence_length=16, prepare=spec)
+        >>> manifest = prepare(data, tokenizer=build_arith_tokenizer())
+        >>> source = instance_source(data.path, seed=0, sequence_length=16, tokenizer=build_arith_tokenizer())
         >>> source.collate(source.examples(0, 2))["input_ids"].shape
-        torch.Size([2, 128])
+        torch.Size([2, 16])
+        >>> source.examples(0, 1)[0]["index"] == GlobalOrder(manifest["train"]["instances"], seed=0)[0]
+        True
     """
     manifest = read_manifest(path)
     if sequence_length is not None and int(sequence_length) != manifest["sequence_length"]:

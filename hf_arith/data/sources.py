@@ -71,7 +71,7 @@ class ArithmeticSource:
         >>> source.examples(5, 6) == source.examples(0, 10)[5:6]
         True
         >>> source.length({"prompt": "321+54=", "answer": "573"})
-        11
+        10
     """
 
     def __init__(self, task="addition", seed: int = 0, task_args: dict | None = None, tokenizer=None):

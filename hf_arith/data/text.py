@@ -22,14 +22,16 @@ Global batch b is `order[span(b)]` (`BatchSchedule.span`; `perm[b*B:(b+1)*B]` wi
 warmup) on any number of processes. The trainer saves the order with the run
 (`data_order.npy`, `data_order.json`), and `hf_arith.training.data_order.inspect_batch` reads it back.
 
-Example:
-    >>> from hf_arith.training import load_recipe
-    >>> manifest = prepare(load_recipe("recipes/olmo/tiny_cpu.yaml").data)
-    >>> manifest["train"]["instances"], manifest["dtype"]
-    (4490, 'uint16')
-    >>> source = instance_source("data/olmo/tiny_cpu", seed=0)
-    >>> source.examples(0, 2)[0]["index"], GlobalOrder(4490, seed=0)[0]
-    (3776, 3776)
+Example (from the repository root, after `hf-arith tokenizer train builtin --vocab-size 4096
+--out data/olmo/tokenizer-4k`)::
+
+    from hf_arith.data.instances import GlobalOrder, instance_source
+    from hf_arith.training import load_recipe
+
+    manifest = prepare(load_recipe("recipes/olmo/tiny_cpu.yaml").data)  # writes data/olmo/tiny_cpu
+    manifest["train"]["instances"], manifest["dtype"]  # (number of 128-token instances, 'uint16')
+    source = instance_source("data/olmo/tiny_cpu", seed=0)
+    source.examples(0, 1)[0]["index"] == GlobalOrder(manifest["train"]["instances"], seed=0)[0]  # True
 """
 
 from __future__ import annotations
@@ -180,9 +182,11 @@ def tokenize(docs, tokenizer, num_proc: int = 1):
     without special tokens, followed by EOS (OLMo: no BOS). Runs in `num_proc` processes.
 
     Example:
-        >>> ids = tokenize(datasets.Dataset.from_dict({"text": ["hi"]}), tokenizer)[0]["input_ids"]
-        >>> ids[-1] == tokenizer.eos_token_id
-        True
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> tokenizer = build_arith_tokenizer()
+        >>> tokenized = tokenize(datasets.Dataset.from_dict({"text": ["12+3", "45"]}), tokenizer)
+        >>> tokenized[0]["input_ids"], tokenized[1]["input_ids"], tokenizer.eos_token_id
+        ([5, 6, 14, 7, 3], [8, 9, 3], 3)
     """
     if tokenizer.eos_token_id is None:
         raise HfArithError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token, which separates documents; "
@@ -209,8 +213,12 @@ def pack(tokenized, path: str | os.PathLike, sequence_length: int, dtype) -> dic
     is dropped. Returns `{"instances", "tokens", "dropped_tokens", "documents"}`.
 
     Example:
-        >>> pack(datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]]}), "t.bin", 2, np.uint16)
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "train.bin"
+        >>> pack(datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5]]}), path, 2, np.uint16)
         {'instances': 2, 'tokens': 4, 'dropped_tokens': 1, 'documents': 2}
+        >>> np.fromfile(path, dtype=np.uint16).reshape(-1, 2).tolist()
+        [[1, 2], [3, 4]]
     """
     dtype = np.dtype(dtype)
     limit = np.iinfo(dtype).max
@@ -240,9 +248,19 @@ def prepare(data, tokenizer=None) -> dict:
     with a manifest is replaced; any other non-empty folder is refused.
 
     Example:
-        >>> manifest = prepare(load_recipe("recipes/olmo/tiny_cpu.yaml").data)
-        >>> sorted(manifest["heldout"])
-        ['docstrings', 'pydoc']
+        >>> import tempfile
+        >>> from hf_arith.data.specs import DataSpec, PrepareSpec, TextSourceSpec
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for i in range(20):  # documents the arithmetic tokenizer can read
+        ...     _ = (folder / f"{i}.txt").write_text("+".join(str(i * j) for j in range(30)))
+        >>> spec = PrepareSpec([TextSourceSpec("sums", paths=[f"{folder}/*.txt"], heldout_fraction=0.2)])
+        >>> data = DataSpec(kind="text", path=str(folder / "prepared"), sequence_length=16, prepare=spec)
+        >>> manifest = prepare(data, tokenizer=build_arith_tokenizer())
+        >>> manifest["train"]["instances"], manifest["heldout"]["sums"]["instances"], manifest["dtype"]
+        (101, 25, 'uint16')
+        >>> sorted(p.name for p in (folder / "prepared").iterdir())
+        ['heldout', 'manifest.json', 'tokenizer', 'train.bin']
     """
     spec = data.prepare
     if data.kind != "text" or spec is None:
@@ -300,9 +318,13 @@ def collect_documents(spec, cache_dir=None) -> tuple:
     document and the sources spread over the instances.
 
     Example:
-        >>> train, heldout, reports, _ = collect_documents(load_recipe("recipes/olmo/tiny_cpu.yaml").data.prepare)
-        >>> len(train), {name: len(docs) for name, docs in heldout.items()}
-        (399, {'pydoc': 12, 'docstrings': 10})
+        >>> from hf_arith.data.specs import PrepareSpec, TextSourceSpec
+        >>> spec = PrepareSpec([TextSourceSpec("pydoc", paths=["builtin:pydoc"], heldout_fraction=0.1)])
+        >>> train, heldout, reports, _ = collect_documents(spec)
+        >>> sorted(heldout), sorted(reports["pydoc"])
+        (['pydoc'], ['corpus', 'dedup', 'documents', 'heldout', 'mixing', 'paths'])
+        >>> len(train) + len(heldout["pydoc"]) == reports["pydoc"]["dedup"]["kept"]  # every kept document, once
+        True
     """
     def clean(docs, report):
         for name, stage_spec, stage in (("language", spec.language, stages.filter_language),

@@ -40,7 +40,7 @@ def resolve_device(device: str | None) -> str:
     return "cpu"
 
 
-def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: str | None = None):
+def load_model(model_dir: str | os.PathLike, device: str | None = None):
     """`(model, tokenizer)` from a saved folder or Hub id, through the Auto classes (the same path
     a user without hf-arith takes), in eval mode on `device`.
 
@@ -48,11 +48,8 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None, dtype: s
         >>> model, tokenizer = load_model("runs/addition_cpu/final")
     """
     source = str(check_model_folder(model_dir))
-    kwargs = {"trust_remote_code": True}
-    if dtype not in (None, "auto"):
-        kwargs["dtype"] = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
     except OSError as err:  # a Hub id that cannot be fetched (offline, private, misspelt)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -82,7 +79,6 @@ def run_eval(
     seed: int = DEFAULT_EVAL_SEED,
     device: str | None = None,
     train_max_digits: int | None = None,
-    dtype: str | None = None,
     progress: bool = True,
     eval_set_path: str | os.PathLike | None = None,
     abacus_offset: int | None = None,
@@ -103,7 +99,7 @@ def run_eval(
     trained_task, _ = recipe_task(model_dir)
     task = task or trained_task or "addition"
     dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
-    model, tokenizer = load_model(model_dir, device, dtype)
+    model, tokenizer = load_model(model_dir, device)
     if abacus_offset is not None:
         set_abacus_offset(model, abacus_offset)
     result = evaluate_grid(

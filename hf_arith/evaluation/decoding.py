@@ -46,8 +46,10 @@ def decode_answers(tokenizer, generated: torch.Tensor, eos_ids: set[int]) -> lis
     up as e.g. `<pad>` and never matches an answer.
 
     Example:
-        >>> decode_answers(tokenizer, torch.tensor([[7, 11, 7, 3, 0]]), {3})
-        [('373', True)]
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> tokenizer = build_arith_tokenizer()
+        >>> decode_answers(tokenizer, torch.tensor([[7, 11, 7, 3, 0], [8, 9, 0, 0, 0]]), {tokenizer.eos_token_id})
+        [('373', True), ('45<pad><pad><pad>', False)]
     """
     out = []
     for row in generated.tolist():
@@ -69,8 +71,13 @@ def greedy_generate(
     (`kv_cache.preallocated_cache`); the tokens are the same as with the default cache.
 
     Example:
-        >>> greedy_generate(model, tokenizer, ["321+54="], max_new_tokens=5)
-        [('573', True)]
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> _ = torch.manual_seed(0)
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))
+        >>> greedy_generate(model, build_arith_tokenizer(), ["321+54=", "7+8="], max_new_tokens=5)  # untrained
+        [('<bos>ajjj', False), ('<bos>aj*i', False)]
     """
     encoded = tokenizer(prompts)["input_ids"]  # raises ValueError naming an unknown character
     pad_id = pad_id_of(model, tokenizer)

@@ -16,20 +16,6 @@ from .decoding import greedy_generate
 from .grid import abacus_capacity
 
 
-def task_of_problem(problem) -> str | None:
-    """Which task a normal-notation problem belongs to (a list of ints is a sorting problem), or
-    `None` when it is no task's problem.
-
-    Example:
-        >>> task_of_problem("12x34"), task_of_problem("a:3,b:12"), task_of_problem([3, 12])
-        ('multiplication', 'sorting', 'sorting')
-    """
-    try:
-        return task_for_prompt(to_model_format(problem)).name
-    except ValueError:
-        return None
-
-
 def answer(
     model, tokenizer, problems: list[str] | str, num_recurrences: int | None = None, batch_size: int = 256
 ) -> list[str]:
@@ -93,4 +79,4 @@ def answer(
     return results
 
 
-__all__ = ["answer", "task_of_problem"]
+__all__ = ["answer"]

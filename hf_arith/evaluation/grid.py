@@ -6,14 +6,16 @@ problems per cell, and on equal lengths 101..160. `evaluate_grid` does the same 
 (both operands within the training lengths) and out-of-distribution accuracy, writes JSON and
 draws a heatmap.
 
-Example:
-    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
-    >>> model = AutoModelForCausalLM.from_pretrained("runs/addition_cpu/final", trust_remote_code=True)
-    >>> tokenizer = AutoTokenizer.from_pretrained("runs/addition_cpu/final", trust_remote_code=True)
-    >>> result = evaluate_grid(model, tokenizer, "addition", lengths_a=range(1, 31), samples=20)
-    >>> result.summary()["out_of_distribution"]["accuracy"]
-    0.057
-    >>> result.to_json("eval/results.json"); result.heatmap("eval/heatmap.png")
+Example (the model of a trained run, as `hf-arith train recipes/abacus/addition_cpu.yaml` writes it)::
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained("runs/addition_cpu/final", trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained("runs/addition_cpu/final", trust_remote_code=True)
+    result = evaluate_grid(model, tokenizer, "addition", lengths_a=range(1, 31), samples=20)
+    result.summary()["out_of_distribution"]["accuracy"]  # accuracy beyond the training lengths
+    result.to_json("eval/results.json")
+    result.heatmap("eval/heatmap.png")
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ def uses_abacus(config) -> bool:
     `embedding_positions: abacus`, or OLMo's `abacus: true`.
 
     Example:
-        >>> uses_abacus(ArithOlmoConfig(abacus=True, digit_token_ids=list(range(4, 14))))
-        True
+        >>> from hf_arith.modeling import AbacusConfig, ArithOlmoConfig
+        >>> uses_abacus(ArithOlmoConfig(abacus=True, digit_token_ids=list(range(4, 14)))), uses_abacus(AbacusConfig())
+        (True, True)
+        >>> uses_abacus(ArithOlmoConfig())
+        False
     """
     return getattr(config, "embedding_positions", None) == "abacus" or bool(getattr(config, "abacus", False))
 
@@ -73,6 +78,9 @@ def abacus_capacity(model) -> int | None:
     Row `position + eval_offset` must exist, and rows run 0..abacus_num_positions-1.
 
     Example:
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))
         >>> abacus_capacity(model)  # 256 rows, offset 0
         255
     """
@@ -166,8 +174,12 @@ def check_abacus_capacity(model, task, cells: Iterable[tuple[int, int]]) -> None
     the model's Abacus table (instead of failing half-way through a long evaluation).
 
     Example:
-        >>> check_abacus_capacity(model, "addition", [(300, 300)])
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))
+        >>> check_abacus_capacity(model, "addition", [(300, 300)])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
+        ...
         ValueError: addition cells up to 300x300 put numbers of up to 301 digits through the model, ...
     """
     capacity = abacus_capacity(model)
@@ -205,10 +217,17 @@ def evaluate_dataset(
     is exactly the answer, EOS included (a longer answer with a matching prefix is wrong).
 
     Example:
+        >>> import torch
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> _ = torch.manual_seed(0)
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))  # untrained
+        >>> tokenizer = build_arith_tokenizer()
         >>> ds = eval_set("addition", [(3, 3)], samples=8, seed=0)
-        >>> verdicts, predictions, _ = evaluate_dataset(model, tokenizer, ds, "addition")
-        >>> sum(verdicts) / len(verdicts)
-        1.0
+        >>> verdicts, predictions, terminated = evaluate_dataset(model, tokenizer, ds, "addition")
+        >>> len(verdicts), sum(verdicts), predictions[0]
+        (8, 0, '<bos>ajjj')
     """
     name = task_name_of(task)
     task_obj = resolve_task(task)
@@ -288,10 +307,18 @@ def evaluate_grid(
     of 10 digits).
 
     Example:
-        >>> result = evaluate_grid(model, tokenizer, "addition", range(1, 41), samples=100)
-        >>> result.summary()["in_distribution"]["accuracy"]
-        1.0
-        >>> result.to_json("eval/results.json"); result.heatmap("eval/heatmap.png")
+        >>> import torch
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> _ = torch.manual_seed(0)
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))  # untrained
+        >>> tokenizer = build_arith_tokenizer()
+        >>> result = evaluate_grid(model, tokenizer, "addition", range(1, 3), samples=2)
+        >>> result.total.tolist(), result.correct.tolist()
+        ([[2, 2], [2, 2]], [[0, 0], [0, 0]])
+        >>> result.summary()["in_distribution"]["cells"], result.train_max
+        (4, (20, 20))
     """
     name = task_name_of(task)
     if dataset is not None:
@@ -347,6 +374,9 @@ def abacus_offset_of(model) -> int | None:
     """The Abacus offset `model` applies outside training, or None when it has no Abacus embedding.
 
     Example:
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))
         >>> abacus_offset_of(model)
         0
     """
@@ -362,9 +392,14 @@ def evaluate_equal_lengths(
     """The paper's extreme-length check: only cells with len_a == len_b (101..160 by default).
 
     Example:
-        >>> result = evaluate_equal_lengths(model, tokenizer, samples=100)
-        >>> result.per_length()["diagonal"][120]
-        0.99
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1, num_recurrences=1))  # untrained
+        >>> tokenizer = build_arith_tokenizer()
+        >>> result = evaluate_equal_lengths(model, tokenizer, lengths=[3, 4], samples=2)
+        >>> result.mode, sorted(result.per_length()["diagonal"])
+        ('pairs', [3, 4])
     """
     return evaluate_grid(model, tokenizer, task, lengths_a=None, pairs=[(n, n) for n in lengths], **kwargs)
 

@@ -36,8 +36,9 @@ class GridResult:
     Example:
         >>> result = GridResult("addition", [1, 2], [1, 2], np.array([[5, 5], [5, 4]]), np.full((2, 2), 5),
         ...                     train_max=(1, 1))
-        >>> result.summary()["in_distribution"]["accuracy"], result.summary()["out_of_distribution"]["accuracy"]
-        (1.0, 0.9333333333333333)
+        >>> summary = result.summary()
+        >>> print(summary["in_distribution"]["accuracy"], summary["out_of_distribution"]["accuracy"])
+        1.0 0.9333333333333333
     """
 
     task: str
@@ -90,8 +91,11 @@ class GridResult:
         """Overall, in-distribution and out-of-distribution accuracy, pooled over problems.
 
         Example:
-            >>> result.summary()["overall"]
-            {'accuracy': 0.97, 'correct': 155200, 'total': 160000}
+            >>> result = GridResult("addition", [1, 2, 3], [1, 2, 3], np.array([[5, 5, 5], [5, 5, 4], [5, 3, 2]]),
+            ...                     np.full((3, 3), 5), train_max=(2, 2), samples=5)
+            >>> overall = result.summary()["overall"]
+            >>> float(overall["accuracy"]), overall["correct"], overall["total"], overall["cells"]
+            (0.8666666666666667, 39, 45, 9)
         """
         inside, evaluated = self.in_distribution_mask(), self.total > 0
         out = {}
@@ -104,8 +108,10 @@ class GridResult:
         """Accuracy by length: on the diagonal (len_a == len_b) and pooled by max(len_a, len_b).
 
         Example:
-            >>> result.per_length()["max_length"][25]
-            0.95
+            >>> result = GridResult("addition", [1, 2, 3], [1, 2, 3], np.array([[5, 5, 5], [5, 5, 4], [5, 3, 2]]),
+            ...                     np.full((3, 3), 5), train_max=(2, 2), samples=5)
+            >>> {n: float(a) for n, a in result.per_length()["max_length"].items()}
+            {1: 1.0, 2: 1.0, 3: 0.76}
         """
         diagonal, by_max = {}, {}
         for i, la in enumerate(self.lengths_a):
@@ -125,8 +131,11 @@ class GridResult:
         """Everything as JSON-ready values (NaN cells become `null`).
 
         Example:
+            >>> result = GridResult("addition", [1, 2], [1, 2], np.array([[4, 4], [4, 0]]), np.array([[5, 5], [5, 0]]))
             >>> sorted(result.to_dict())[:4]
-            ['accuracy', 'axes', 'cells', 'elapsed_s']
+            ['abacus_eval_offset', 'accuracy', 'axes', 'cells']
+            >>> result.to_dict()["accuracy"]  # cell (2, 2) was not evaluated
+            [[0.8, 0.8], [0.8, None]]
         """
         acc = self.accuracy
         cells = [
@@ -162,8 +171,11 @@ class GridResult:
         """Writes `to_dict()` as indented JSON, creating the folder.
 
         Example:
-            >>> result.to_json("eval/results.json")
-            PosixPath('eval/results.json')
+            >>> import tempfile
+            >>> result = GridResult("addition", [1, 2], [1, 2], np.full((2, 2), 4), np.full((2, 2), 5))
+            >>> path = result.to_json(Path(tempfile.mkdtemp()) / "eval" / "results.json")
+            >>> json.loads(path.read_text())["summary"]["overall"]
+            {'accuracy': 0.8, 'correct': 16, 'total': 20, 'cells': 4}
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,8 +187,11 @@ class GridResult:
         """Reads a file written by `to_json` (to re-plot or compare runs).
 
         Example:
-            >>> GridResult.from_json("eval/results.json").summary()["overall"]["accuracy"]
-            0.97
+            >>> import tempfile
+            >>> result = GridResult("addition", [1, 2], [1, 2], np.full((2, 2), 4), np.full((2, 2), 5))
+            >>> path = result.to_json(Path(tempfile.mkdtemp()) / "results.json")
+            >>> GridResult.from_json(path).summary() == result.summary()
+            True
         """
         data = json.loads(Path(path).read_text())
         la, lb = data["lengths_a"], data["lengths_b"]
@@ -209,8 +224,10 @@ class GridResult:
         run (only diagonal cells) is drawn as accuracy against length instead.
 
         Example:
-            >>> result.heatmap("eval/heatmap.png")
-            PosixPath('eval/heatmap.png')
+            >>> import tempfile
+            >>> result = GridResult("addition", [1, 2], [1, 2], np.full((2, 2), 4), np.full((2, 2), 5))
+            >>> result.heatmap(Path(tempfile.mkdtemp()) / "heatmap.png").name
+            'heatmap.png'
         """
         import matplotlib
 
@@ -277,7 +294,18 @@ class GridResult:
         """A short plain-text summary: the three pooled numbers and accuracy by max length.
 
         Example:
-            >>> print(result.table())  # doctest: +SKIP
+            >>> result = GridResult("addition", [1, 2, 3], [1, 2, 3], np.array([[5, 5, 5], [5, 5, 4], [5, 3, 2]]),
+            ...                     np.full((3, 3), 5), train_max=(2, 2), samples=5)
+            >>> print(result.table())
+            model: addition, 5/cell | in-dist 100.0%  out-of-dist 76.0%  overall 86.7%
+            <BLANKLINE>
+            in-distribution      100.0%  (20/20, 4 cells)
+            out-of-distribution   76.0%  (19/25, 5 cells)
+            overall               86.7%  (39/45, 9 cells)
+            <BLANKLINE>
+            accuracy (%) by max(len_a, len_b):
+                  1     2     3
+              100.0 100.0  76.0
         """
         s = self.summary()
         pct = lambda a: "  n/a" if a is None else f"{100 * a:5.1f}"  # noqa: E731

@@ -10,11 +10,12 @@ that could do more than compute (`check_remote_code`), then uploads the folder w
 `HfApi.create_repo` + `upload_folder` (`push`). OLMo models without custom parts can be written in
 transformers' native `olmo` format, which loads without `trust_remote_code`.
 
-Example:
-    >>> publish("runs/addition_cpu", "me/abacus-addition", local_dir="exports/abacus")  # write only
-    Published(folder=PosixPath('exports/abacus'), url=None)
-    >>> publish("runs/addition_cpu", "me/abacus-addition")  # needs a token (`hf auth login` or HF_TOKEN)
-    Published(folder=None, url='https://huggingface.co/me/abacus-addition/commit/...')
+Example (a run of `hf-arith train recipes/abacus/addition_cpu.yaml`)::
+
+    from hf_arith.hub import publish
+
+    publish("runs/addition_cpu", "me/abacus-addition", local_dir="exports/abacus")  # write only: .folder
+    publish("runs/addition_cpu", "me/abacus-addition")  # needs a token (`hf auth login` or HF_TOKEN): .url
 """
 
 from .card import eval_results, render_card

@@ -175,9 +175,17 @@ def render_card(run: RunFiles, published: dict, repo_id: str, license: str = "ap
     `files` maps the images and logs to their paths in the folder.
 
     Example:
-        >>> card = render_card(find_run("runs/addition_cpu"), published_config, "me/abacus-addition")
-        >>> card.data.library_name, card.data.eval_results[0].metric_type
-        ('transformers', 'exact_match')
+        >>> import tempfile
+        >>> from hf_arith.evaluation.results import GridResult
+        >>> from hf_arith.hub import find_run
+        >>> from hf_arith.modeling import AbacusConfig
+        >>> run = Path(tempfile.mkdtemp())  # a run folder: its model in final/, an evaluation in eval/
+        >>> AbacusConfig().save_pretrained(run / "final")
+        >>> result = GridResult("addition", [1, 2], [1, 2], [[5, 5], [5, 4]], [[5, 5], [5, 5]], samples=5)
+        >>> _ = result.to_json(run / "eval" / "results.json")
+        >>> card = render_card(find_run(run), read_config(run / "final"), "me/abacus-addition")
+        >>> card.data.library_name, card.data.eval_results[0].metric_type, card.data.eval_results[0].metric_value
+        ('transformers', 'exact_match', 0.95)
     """
     config, recipe = read_config(run.model_dir), read_recipe(run.model_dir)
     evaluations = grid_evaluations(run.eval_dirs) if evaluations is None else evaluations

@@ -33,9 +33,9 @@ def load_model(model_dir: Path):
     """The model of `model_dir` through our own classes (so that `save_pretrained` copies the code
     of this installation), or transformers' for a native model type.
 
-    Example:
-        >>> type(load_model(Path("runs/addition_cpu/final"))).__name__
-        'AbacusForCausalLM'
+    Example (a trained run's model folder)::
+
+        model = load_model(Path("runs/addition_cpu/final"))  # an AbacusForCausalLM, in eval mode
     """
     model_type = read_config(model_dir).get("model_type")
     if model_type not in CARD_TEMPLATES:
@@ -58,7 +58,11 @@ def load_tokenizer(model_dir: Path):
     from anywhere else is refused rather than run.
 
     Example:
-        >>> type(load_tokenizer(Path("runs/addition_cpu/final"))).__name__
+        >>> import tempfile
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> folder = Path(tempfile.mkdtemp())  # a model folder, as `hf-arith train` writes it
+        >>> _ = build_arith_tokenizer().save_pretrained(folder)
+        >>> type(load_tokenizer(folder)).__name__
         'ArithTokenizer'
     """
     config_path = model_dir / "tokenizer_config.json"
@@ -108,9 +112,10 @@ def assemble(source: str | os.PathLike, out_dir: str | os.PathLike, repo_id: str
     `evaluation/<name>/results.json` and `heatmap.png` per evaluation, and `README.md`, the model
     card. The code in it passes `check_remote_code`.
 
-    Example:
-        >>> sorted(p.name for p in assemble("runs/addition_cpu", "exports/abacus", "me/abacus").iterdir())[:4]
-        ['README.md', 'config.json', 'configuration_abacus.py', 'evaluation']
+    Example (a run of `hf-arith train recipes/abacus/addition_cpu.yaml`, evaluated into RUN/eval)::
+
+        out = assemble("runs/addition_cpu", "exports/abacus", "me/abacus-addition")
+        sorted(p.name for p in out.iterdir())  # model files, tokenizer, recipe.yaml, training/, evaluation/, README.md
     """
     if fmt not in FORMATS:
         raise HfArithError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -183,9 +188,9 @@ def push(folder: str | os.PathLike, repo_id: str, private: bool = False, revisio
     branch, created from main if missing) in one commit: files the folder no longer has are
     deleted, unchanged files are not uploaded again. Returns the commit URL.
 
-    Example:
-        >>> push("exports/abacus", "me/abacus-addition", private=True)
-        'https://huggingface.co/me/abacus-addition/commit/...'
+    Example (needs a token with write access: `hf auth login` or HF_TOKEN)::
+
+        push("exports/abacus", "me/abacus-addition", private=True)  # the commit URL
     """
     api = HfApi(token=token or hub_token())
     try:
@@ -217,9 +222,10 @@ def publish(source: str | os.PathLike, repo_id: str, *, private: bool = False, r
     """`hf-arith publish`: `assemble` the folder for `repo_id` and `push` it; with `local_dir`,
     write the folder there and push nothing. Without `local_dir` a token must be present.
 
-    Example:
-        >>> publish("runs/addition_cpu", "me/abacus-addition", local_dir="exports/abacus").url is None
-        True
+    Example (a run of `hf-arith train recipes/abacus/addition_cpu.yaml`)::
+
+        publish("runs/addition_cpu", "me/abacus-addition", local_dir="exports/abacus").folder  # writes only
+        publish("runs/addition_cpu", "me/abacus-addition", private=True).url  # pushes: needs a token
     """
     kwargs = {"fmt": fmt, "max_shard_size": max_shard_size, "eval_dirs": eval_dirs, "license": license,
               "datasets": datasets}

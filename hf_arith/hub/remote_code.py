@@ -31,8 +31,17 @@ def check_remote_code(folder: str | os.PathLike) -> list[Path]:
     first offence.
 
     Example:
-        >>> [p.name for p in check_remote_code("exports/abacus")]
-        ['configuration_abacus.py', 'layers.py', 'modeling_abacus.py', 'tokenization_arith.py']
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "configuration_x.py").write_text("from transformers import PretrainedConfig")
+        >>> _ = (folder / "modeling_x.py").write_text("from .configuration_x import *")  # a sibling file
+        >>> [p.name for p in check_remote_code(folder)]
+        ['configuration_x.py', 'modeling_x.py']
+        >>> _ = (folder / "extra.py").write_text("import os")
+        >>> check_remote_code(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        hf_arith.errors.HfArithError: extra.py:1: imports os; the code published with a model may import only ...
     """
     folder = Path(folder)
     files = sorted(folder.rglob("*.py"))

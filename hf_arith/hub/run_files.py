@@ -41,9 +41,17 @@ def find_run(source: str | os.PathLike, eval_dirs=()) -> RunFiles:
     `RUN/eval*/` with a `results.json`.
 
     Example:
-        >>> find_run("runs/addition_cpu")
-        RunFiles(model_dir=PosixPath('runs/addition_cpu/final'), run_dir=PosixPath('runs/addition_cpu'),
-                 eval_dirs=[PosixPath('runs/addition_cpu/eval')])
+        >>> import tempfile
+        >>> from hf_arith.modeling import AbacusConfig
+        >>> run = Path(tempfile.mkdtemp())  # a run folder, as `hf-arith train` writes it: the model in final/
+        >>> AbacusConfig().save_pretrained(run / "final")
+        >>> (run / "eval").mkdir()
+        >>> _ = (run / "eval" / "results.json").write_text("{}")  # as `hf-arith eval ... --out RUN/eval` writes
+        >>> found = find_run(run)
+        >>> found.model_dir == run / "final", found.run_dir == run, [d.name for d in found.eval_dirs]
+        (True, True, ['eval'])
+        >>> find_run(run / "final").run_dir is None  # a model folder without metrics.jsonl next to it
+        True
     """
     source = Path(source)
     if (source / "final" / "config.json").is_file():

@@ -31,9 +31,11 @@ def inspect_batch(run_dir: str | os.PathLike, batch: int) -> dict:
     Returns `{"batch", "start", "stop", "data_path", "examples": [{"example", "instance", "epoch",
     "text"}, ...]}`.
 
-    Example:
-        >>> [e["instance"] for e in inspect_batch("runs/olmo_tiny_cpu", 3)["examples"]][:2]
-        [1871, 3952]
+    Example (a run of `hf-arith train recipes/olmo/tiny_cpu.yaml`)::
+
+        batch = inspect_batch("runs/olmo_tiny_cpu", 3)
+        [e["instance"] for e in batch["examples"]]  # the instances of global batch 3, in order
+        print(batch["examples"][0]["text"])
     """
     run_dir = Path(run_dir)
     for name in ("recipe.yaml", ORDER_FILE, ORDER_INFO):

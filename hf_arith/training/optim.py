@@ -8,8 +8,9 @@ Example:
     >>> spec = TrainSpec(max_steps=100, lr=1e-3, schedule="wcc", warmup=0.1, cooldown=0.1)
     >>> [round(lr_multiplier(s, spec), 2) for s in (0, 5, 10, 50, 95)]
     [0.0, 0.5, 1.0, 1.0, 0.5]
-    >>> BatchSchedule.from_spec(TrainSpec(max_steps=10, micro_batch_size=4, global_batch_size=16,
-    ...                                   batch_ramp=0.5)).sizes(range(6))
+    >>> ramp = BatchSchedule.from_spec(TrainSpec(max_steps=10, micro_batch_size=4, global_batch_size=16,
+    ...                                          batch_ramp=0.5))
+    >>> [ramp.size(step) for step in range(6)]
     [4, 4, 8, 8, 12, 16]
 """
 
@@ -197,7 +198,7 @@ class BatchSchedule:
 
     Example:
         >>> schedule = BatchSchedule(final=8, micro=2, start=2, double_every_tokens=40, tokens_per_example=10)
-        >>> schedule.sizes(range(6)), schedule.offset(3)
+        >>> [schedule.size(step) for step in range(6)], schedule.offset(3)
         ([2, 2, 4, 8, 8, 8], 8)
     """
 
@@ -286,10 +287,6 @@ class BatchSchedule:
             size = self.micro + (self.final - self.micro) * fraction / ramp
             return max(self.micro, int(size) // self.micro * self.micro)
         return self.final
-
-    def sizes(self, steps) -> list[int]:
-        """`size` of each step in `steps`."""
-        return [self.size(s) for s in steps]
 
     def span(self, step: int) -> tuple[int, int]:
         """`(start, stop)` global example indices of step `step`.
