@@ -2,9 +2,16 @@
 never half of one (the kill-anywhere guarantee of checkpoints, metrics, plots and recipes).
 
 Example:
-    >>> write_text_atomically(Path("runs/x/recipe.yaml"), "seed: 0\\n")
-    >>> with replaced_atomically(Path("runs/x/loss.png")) as tmp:
-    ...     fig.savefig(tmp, format="png")
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from hf_arith.atomic import replaced_atomically, write_text_atomically
+    >>> run = Path(tempfile.mkdtemp())
+    >>> write_text_atomically(run / "recipe.yaml", "seed: 0\\n")
+    >>> import torch
+    >>> with replaced_atomically(run / "state.pt") as tmp:  # for writers that take a path
+    ...     torch.save({"step": 100}, tmp)
+    >>> sorted(p.name for p in run.iterdir())  # no temporary file left behind
+    ['recipe.yaml', 'state.pt']
 """
 
 from __future__ import annotations
@@ -21,8 +28,14 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
     `os.replace`) once the block completes.
 
     Example:
-        >>> with replaced_atomically("runs/x/order.npy") as tmp:
-        ...     np.save(tmp, order)
+        >>> import tempfile
+        >>> import numpy as np
+        >>> path = Path(tempfile.mkdtemp()) / "order.npy"
+        >>> with replaced_atomically(path) as tmp:
+        ...     with tmp.open("wb") as f:  # a file object: given a name, np.save would append ".npy" to it
+        ...         np.save(f, np.arange(4))
+        >>> np.load(path)
+        array([0, 1, 2, 3])
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -34,7 +47,11 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """`Path(path).write_text(text)`, atomically.
 
     Example:
-        >>> write_text_atomically("runs/x/checkpoints/latest", "step_100\\n")
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "latest"
+        >>> write_text_atomically(path, "step_100\\n")
+        >>> path.read_text()
+        'step_100\\n'
     """
     with replaced_atomically(path) as tmp:
         tmp.write_text(text)

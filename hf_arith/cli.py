@@ -320,8 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `hf-arith` and `python -m hf_arith`; returns the exit status.
 
     Example:
-        >>> main(["train", "missing.yaml"])
+        >>> import contextlib
+        >>> import sys
+        >>> with contextlib.redirect_stderr(sys.stdout):  # errors go to stderr; shown here
+        ...     status = main(["train", "missing.yaml"])
         error: recipe file 'missing.yaml' not found
+        >>> status
         2
     """
     args = build_parser().parse_args(argv)

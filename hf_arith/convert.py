@@ -27,9 +27,21 @@ Not carried, for want of a field: `bos_token_id` to allenai/OLMo (which has no B
 settings of a model without Abacus; none of them changes what the converted weights compute.
 
 Example:
-    >>> convert("runs/olmo_tiny/final", "exports/olmo_tiny_native", to="native")
-    PosixPath('exports/olmo_tiny_native')
-    >>> native = AutoModelForCausalLM.from_pretrained("exports/olmo_tiny_native")  # no remote code
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from transformers import AutoModelForCausalLM
+    >>> from hf_arith.convert import convert
+    >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+    >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+    >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+    ...                                              num_hidden_layers=2, intermediate_size=128))
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> model.save_pretrained(tmp / "final")  # as `hf-arith train` leaves it, e.g. runs/olmo_tiny_cpu/final
+    >>> convert(tmp / "final", tmp / "native", to="native")
+    PosixPath('.../native')
+    >>> native = AutoModelForCausalLM.from_pretrained(tmp / "native")  # no remote code
+    >>> native.config.model_type
+    'olmo'
 """
 
 from __future__ import annotations
@@ -94,6 +106,7 @@ def config_to_native(config):
     """transformers' `OlmoConfig` for our config; `HfArithError` for what native cannot express.
 
     Example:
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
         >>> config_to_native(ArithOlmoConfig(vocab_size=50280)).vocab_size  # the embedding rows
         50304
     """
@@ -131,6 +144,7 @@ def config_from_native(native, vocab_size: int | None = None):
     rows) marks the rows beyond it as padding. `HfArithError` for a native config outside OLMo-1.
 
     Example:
+        >>> from transformers import OlmoConfig
         >>> config_from_native(OlmoConfig(vocab_size=50304), vocab_size=50280).embedding_size
         50304
     """
@@ -173,6 +187,7 @@ def config_to_original(config) -> dict:
     versions from before those fields existed still read the file.
 
     Example:
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
         >>> config_to_original(ArithOlmoConfig())["mlp_hidden_size"]  # fused: up and gate
         16384
     """
@@ -331,8 +346,12 @@ def state_dict_to_native(state: dict, config) -> dict:
     """Our tensors for transformers' `olmo`: the same names, checked to be exactly OLMo-1's.
 
     Example:
-        >>> sorted(state_dict_to_native(model.state_dict(), model.config))[:2]
-        ['lm_head.weight', 'model.embed_tokens.weight']
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> sorted(state_dict_to_native(model.state_dict(), model.config))[:2]  # tied: no lm_head.weight
+        ['model.embed_tokens.weight', 'model.layers.0.mlp.down_proj.weight']
     """
     return _checked_ours(state, config)
 
@@ -341,6 +360,9 @@ def state_dict_from_native(state: dict, config) -> dict:
     """transformers `olmo` tensors for our model: the same names, checked.
 
     Example:
+        >>> from transformers import OlmoConfig, OlmoForCausalLM
+        >>> native = OlmoForCausalLM(OlmoConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+        ...                                     num_hidden_layers=2, num_attention_heads=4))
         >>> ours = state_dict_from_native(native.state_dict(), config_from_native(native.config))
         >>> ours["model.layers.0.self_attn.q_proj.weight"].shape[0] == native.config.hidden_size
         True
@@ -352,8 +374,13 @@ def state_dict_to_original(state: dict, config) -> dict:
     """Our tensors under allenai/OLMo's names; `ff_proj` holds up first, then gate.
 
     Example:
-        >>> "transformer.blocks.0.att_proj.weight" in state_dict_to_original(model.state_dict(), model.config)
-        True
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> original = state_dict_to_original(model.state_dict(), model.config)
+        >>> original["transformer.blocks.0.att_proj.weight"].shape  # [q; k; v] of hidden size 64
+        torch.Size([192, 64])
     """
     src = _ours(state, config)
     out = {"transformer.wte.weight": src.take("model.embed_tokens.weight")}
@@ -375,8 +402,13 @@ def state_dict_from_original(state: dict, config) -> dict:
     """allenai/OLMo tensors under our names.
 
     Example:
-        >>> ours = state_dict_from_original(load_file("olmo/model.safetensors"), config)
-        >>> "model.layers.0.mlp.gate_proj.weight" in ours
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> original = state_dict_to_original(model.state_dict(), model.config)
+        >>> ours = state_dict_from_original(original, model.config)
+        >>> torch.equal(ours["model.layers.0.mlp.gate_proj.weight"], model.model.layers[0].mlp.gate_proj.weight)
         True
     """
     src = _Tensors(state, "allenai/OLMo")
@@ -409,8 +441,13 @@ def build_model(config, state: dict):
     Built on the meta device and filled by assignment: no random init, no second copy.
 
     Example:
-        >>> build_model(model.config, model.state_dict()).config.model_type
-        'arith_olmo'
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> copy = build_model(model.config, model.state_dict())
+        >>> torch.equal(copy.model.embed_tokens.weight, model.model.embed_tokens.weight), copy.training
+        (True, False)
     """
     _, ArithOlmoForCausalLM = _olmo_classes()
     with torch.device("meta"):
@@ -430,6 +467,7 @@ def from_native(native, vocab_size: int | None = None):
     """Our `ArithOlmoForCausalLM` with a copy of the weights of a transformers `OlmoForCausalLM`.
 
     Example:
+        >>> from transformers import OlmoConfig, OlmoForCausalLM
         >>> ours = from_native(OlmoForCausalLM(OlmoConfig(vocab_size=128, hidden_size=64,
         ...     intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)))
         >>> ours.config.model_type
@@ -445,8 +483,12 @@ def to_native(model):
     """A transformers `OlmoForCausalLM` (eval mode) with the weights of our `ArithOlmoForCausalLM`.
 
     Example:
-        >>> to_native(model).config.model_type
-        'olmo'
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> type(to_native(model)).__name__
+        'OlmoForCausalLM'
     """
     native = OlmoForCausalLM(config_to_native(model.config))
     state = state_dict_to_native(model.state_dict(), model.config)
@@ -465,8 +507,18 @@ def detect_format(path) -> str:
     found otherwise.
 
     Example:
-        >>> detect_format("runs/olmo_tiny/final")
+        >>> import tempfile
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> model.save_pretrained(folder)
+        >>> detect_format(folder)
         'ours'
+        >>> to_native(model).save_pretrained(folder)  # transformers' olmo over it
+        >>> detect_format(folder)
+        'native'
     """
     path = Path(path)
     if not path.is_dir():
@@ -523,7 +575,13 @@ def load_checkpoint(path):
     `ArithOlmoConfig` and a state dict with our names.
 
     Example:
-        >>> fmt, config, state = load_checkpoint("exports/olmo_tiny_native")
+        >>> import tempfile
+        >>> from transformers import OlmoConfig, OlmoForCausalLM
+        >>> native = OlmoForCausalLM(OlmoConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+        ...                                     num_hidden_layers=2, num_attention_heads=4))
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> native.save_pretrained(folder)
+        >>> fmt, config, state = load_checkpoint(folder)
         >>> fmt, config.model_type
         ('native', 'arith_olmo')
     """
@@ -564,8 +622,16 @@ def save_checkpoint(config, state: dict, dst, to: str, generation_config=None) -
     """Writes `config` (ours) and `state` (our names) to the folder `dst` in the layout `to`.
 
     Example:
-        >>> save_checkpoint(model.config, model.state_dict(), "exports/olmo_original", to="original")
-        PosixPath('exports/olmo_original')
+        >>> import os
+        >>> import tempfile
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> dst = Path(tempfile.mkdtemp()) / "original"
+        >>> _ = save_checkpoint(model.config, model.state_dict(), dst, to="original")
+        >>> sorted(os.listdir(dst))
+        ['config.yaml', 'model.safetensors']
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -598,10 +664,20 @@ def convert(src, dst, to: str) -> Path:
     a checkpoint of another architecture, a model part the target cannot hold, or a non-empty `dst`.
 
     Example:
-        >>> convert("runs/olmo_tiny/final", "exports/olmo_tiny_native", to="native")
-        PosixPath('exports/olmo_tiny_native')
-        >>> convert("exports/olmo_tiny_native", "exports/olmo_tiny_original", to="original")
-        PosixPath('exports/olmo_tiny_original')
+        >>> import tempfile
+        >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+        >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+        >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
+        ...                                              num_hidden_layers=2, intermediate_size=128))
+        >>> tmp = Path(tempfile.mkdtemp())
+        >>> model.save_pretrained(tmp / "final")
+        >>> convert(tmp / "final", tmp / "original", to="original")
+        PosixPath('.../original')
+        >>> convert(tmp / "original", tmp / "ours", to="ours")  # and back, bit for bit
+        PosixPath('.../ours')
+        >>> convert(tmp / "final", tmp / "ours", to="native")
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: ...ours already exists and is not an empty folder; choose a new destination
     """
     src, dst = Path(src), Path(dst)
     if to not in FORMATS:

@@ -2,8 +2,21 @@
 foreign file is one clear `HfArithError` naming the file and the fix instead of a deep traceback.
 
 Example:
-    >>> check_model_folder("runs/addition_cpu/final")
-    PosixPath('runs/addition_cpu/final')
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from hf_arith.model_files import check_model_folder
+    >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+    >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+    >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+    >>> folder = Path(tempfile.mkdtemp()) / "final"
+    >>> config = AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1)
+    >>> AbacusForCausalLM(config).save_pretrained(folder)
+    >>> check_model_folder(folder)  # the weights, but no tokenizer next to them
+    Traceback (most recent call last):
+    hf_arith.errors.HfArithError: ...final has no tokenizer (tokenizer.json); save the run's tokenizer next to ...
+    >>> _ = ArithTokenizer().save_pretrained(folder)
+    >>> check_model_folder(folder).name
+    'final'
 """
 
 from __future__ import annotations
@@ -36,7 +49,16 @@ def check_safetensors(path: Path) -> None:
     """`HfArithError` when `path` is not a readable safetensors file (truncated, corrupt, not one).
 
     Example:
-        >>> check_safetensors(Path("runs/addition_cpu/final/model.safetensors"))
+        >>> import tempfile
+        >>> import torch
+        >>> from safetensors.torch import save_file
+        >>> path = Path(tempfile.mkdtemp()) / "model.safetensors"
+        >>> save_file({"weight": torch.zeros(64)}, path)
+        >>> check_safetensors(path)  # readable: no error
+        >>> _ = path.write_bytes(path.read_bytes()[:-16])  # cut short, as by an interrupted copy
+        >>> check_safetensors(path)
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: ...model.safetensors is not a readable safetensors file (...); ...
     """
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -63,9 +85,11 @@ def check_model_folder(path: str | os.PathLike) -> Path | str:
     a tokenizer), or a Hub repo id (passed through: the Hub reports its own problems).
 
     Example:
-        >>> check_model_folder("runs/nowhere")
+        >>> check_model_folder("org/abacus-addition")  # no such folder, but a Hub repo id
+        'org/abacus-addition'
+        >>> check_model_folder("./runs/nowhere")
         Traceback (most recent call last):
-        hf_arith.errors.HfArithError: no model folder at runs/nowhere; ...
+        hf_arith.errors.HfArithError: no model folder at ./runs/nowhere; give a folder written by `hf-arith train` ...
     """
     folder = Path(path)
     if not folder.exists():

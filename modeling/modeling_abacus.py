@@ -273,9 +273,19 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         output_hidden_states, output_attentions: as `AbacusModel.forward` documents them.
 
         Example:
-            >>> out = model(**tokenizer("321+54=", return_tensors="pt"))
-            >>> tokenizer.decode(out.logits[0, -1].argmax())
-            '3'
+            >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+            >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+            ...                                        num_hidden_layers=1))
+            >>> tokenizer = ArithTokenizer()
+            >>> inputs = tokenizer("321+54=", return_tensors="pt")  # 123 + 45, every number's digits reversed
+            >>> out = model(**inputs, labels=inputs["input_ids"])
+            >>> out.logits.shape, out.loss.shape
+            (torch.Size([1, 7, 31]), torch.Size([]))
+            >>> model(**inputs, num_recurrences=4).logits.shape  # more test-time compute, the same weights
+            torch.Size([1, 7, 31])
+
+            For a model that has learned addition, `tokenizer.decode(out.logits[0, -1].argmax())` is
+            `'8'`, the first digit of the answer `861`.
         """
         if labels is not None and self.training and self.config.progressive_loss_alpha > 0:
             return self._progressive_forward(

@@ -128,8 +128,9 @@ def save_eval_set(dataset: datasets.Dataset, path: str | os.PathLike) -> Path:
     `save_to_disk` folder. Read it back with `load_eval_set`.
 
     Example:
-        >>> save_eval_set(eval_set("addition", [(3, 3)], 4, 0), "eval/addition.jsonl")
-        PosixPath('eval/addition.jsonl')
+        >>> import tempfile
+        >>> save_eval_set(eval_set("addition", [(3, 3)], 4, 0), Path(tempfile.mkdtemp()) / "addition.jsonl")
+        PosixPath('.../addition.jsonl')
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,9 @@ def load_eval_set(path: str | os.PathLike) -> datasets.Dataset:
     """Reads what `save_eval_set` wrote, with the same columns and types.
 
     Example:
-        >>> load_eval_set("eval/addition.jsonl")["len_a"][:2]
+        >>> import tempfile
+        >>> path = save_eval_set(eval_set("addition", [(3, 3)], 4, 0), Path(tempfile.mkdtemp()) / "addition.jsonl")
+        >>> load_eval_set(path)["len_a"][:2]
         [3, 3]
     """
     path = Path(path)

@@ -15,9 +15,10 @@ Two parts, each usable as a path in a recipe's `data.prepare.sources[].paths` an
 The text depends on the Python version; `describe()` says which, and the manifest records it.
 
 Example:
-    >>> docs = builtin_documents("builtin:pydoc")
-    >>> len(docs), sorted(docs[0])
-    (79, ['id', 'text'])
+    >>> from hf_arith.data.corpus import builtin_documents
+    >>> docs = builtin_documents("builtin:pydoc")  # one document per help() topic, in name order
+    >>> docs[0]["id"], sorted(docs[0])
+    ('pydoc/assert', ['id', 'text'])
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def builtin_documents(path: str = "builtin") -> list[dict]:
     """The documents of a built-in corpus path, as `{"id", "text"}` rows in a fixed order.
 
     Example:
-        >>> builtin_documents("builtin:docstrings")[0]["id"]
-        'docstrings/__future__'
+        >>> builtin_documents("builtin:pydoc")[0]["id"]
+        'pydoc/assert'
+
+    `builtin:docstrings` parses the whole standard library, which takes seconds::
+
+        builtin_documents("builtin:docstrings")[0]["id"]  # "docstrings/__future__"
     """
     rows = []
     for part in builtin_parts(path):
@@ -76,8 +81,8 @@ def describe(path: str = "builtin") -> str:
     """Where a built-in corpus comes from, for the manifest.
 
     Example:
-        >>> describe("builtin:pydoc")
-        'pydoc_data.topics of CPython 3.11.7'
+        >>> describe("builtin:pydoc")  # then the Python version, e.g. 3.11.7
+        'pydoc_data.topics of CPython 3...'
     """
     where = {"pydoc": "pydoc_data.topics", "docstrings": "standard-library docstrings (ast)"}
     parts = " + ".join(where[p] for p in builtin_parts(path))

@@ -198,7 +198,7 @@ def mask_pii(docs: datasets.Dataset, spec, num_proc: int = 1) -> tuple[datasets.
         >>> from hf_arith.training.recipe import PiiSpec
         >>> docs = datasets.Dataset.from_dict({"text": ["mail a@b.com", "plain"]})
         >>> kept, counts = mask_pii(docs, PiiSpec())
-        >>> kept["text"], counts["masked"]
+        >>> list(kept["text"]), counts["masked"]
         (['mail |||EMAIL_ADDRESS|||', 'plain'], {'email': 1, 'phone': 0, 'ip': 0})
     """
     kinds = list(spec.kinds)
@@ -336,7 +336,7 @@ def decontaminate(docs: datasets.Dataset, index: set[int], n: int) -> tuple[data
         >>> train = ngram_index(["the quick brown fox jumps"], 3)
         >>> held = datasets.Dataset.from_dict({"text": ["a quick brown fox ran", "a slow red fox"]})
         >>> kept, counts = decontaminate(held, train, 3)
-        >>> kept["text"], counts
+        >>> list(kept["text"]), counts
         (['a slow red fox'], {'ngram': 3, 'kept': 1, 'dropped': 1})
     """
     keep = [i for i, text in enumerate(docs["text"]) if not any(hash(g) in index for g in ngrams(text, n))]

@@ -28,8 +28,10 @@ def resolve_device(device: str | None) -> str:
     """`None`/`"auto"` -> the first accelerator available, else `"cpu"`.
 
     Example:
-        >>> resolve_device("auto")
-        'cpu'
+        >>> resolve_device("cuda:1")  # a device named is kept
+        'cuda:1'
+        >>> resolve_device("auto") in ("cuda", "mps", "cpu")
+        True
     """
     if device not in (None, "", "auto"):
         return device
@@ -45,7 +47,18 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
     a user without hf-arith takes), in eval mode on `device`.
 
     Example:
-        >>> model, tokenizer = load_model("runs/addition_cpu/final")
+        >>> import tempfile
+        >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+        >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+        >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1))
+        >>> folder = tempfile.mkdtemp()  # e.g. runs/addition_cpu/final
+        >>> model.save_pretrained(folder)
+        >>> _ = ArithTokenizer().save_pretrained(folder)
+        >>> model, tokenizer = load_model(folder, device="cpu")
+        >>> type(model).__name__, model.training
+        ('AbacusForCausalLM', False)
     """
     source = str(check_model_folder(model_dir))
     try:
@@ -90,9 +103,10 @@ def run_eval(
     one from `lengths`/`samples`/`seed`. `abacus_offset` overrides the offset the model adds to
     digit positions (`config.abacus_eval_offset`, chosen in training by `abacus_eval_offset`).
 
-    Example:
-        >>> run_eval("runs/addition_cpu/final", "addition", "1-30", samples=20, out_dir="runs/addition_cpu/eval")
-        ... prints the summary; writes runs/addition_cpu/eval/{results.json,heatmap.png}
+    Example::
+
+        # prints the summary; writes runs/addition_cpu/eval/results.json and heatmap.png
+        run_eval("runs/addition_cpu/final", "addition", "1-30", samples=20, out_dir="runs/addition_cpu/eval")
     """
     # The recipe's task arguments are not passed on: they describe the training lengths, which
     # the grid deliberately exceeds; the prompt format is the same for every length.
@@ -120,7 +134,13 @@ def set_abacus_offset(model, offset: int) -> None:
     """Makes `model` add `offset` to every digit's Abacus position at inference.
 
     Example:
+        >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+        >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1))
         >>> set_abacus_offset(model, 9)
+        >>> model.config.abacus_eval_offset
+        9
     """
     if abacus_offset_of(model) is None:
         raise HfArithError(f"--abacus-offset {offset}: this model has no Abacus embedding; drop the option")
@@ -147,10 +167,9 @@ def run_generate(
 ) -> list[str]:
     """`hf-arith generate`: print the model's answer to each normal-notation problem, one a line.
 
-    Example:
-        >>> run_generate("runs/addition_cpu/final", ["123+4567"])
-        4690
-        ['4690']
+    Example::
+
+        answers = run_generate("runs/addition_cpu/final", ["123+4567", "99+1"])  # also prints one a line
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
     model, tokenizer = load_model(model_dir, device)
@@ -176,7 +195,10 @@ def run_data_eval_set(
     also uploads it as a Hub dataset. Returns the `datasets.Dataset`.
 
     Example:
-        >>> ds = run_data_eval_set("addition", "1-40", 100, out="data/addition_eval.parquet")
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "addition_eval.parquet"
+        >>> ds = run_data_eval_set("addition", "1-3", 2, out=out)
+        wrote 18 addition problems (1-3, 2/cell, seed ...) to .../addition_eval.parquet
         >>> ds.column_names
         ['prompt', 'answer', 'len_a', 'len_b']
     """

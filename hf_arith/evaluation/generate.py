@@ -3,9 +3,12 @@
 The model reads and writes digits least-significant first; `answer` converts with the task
 helpers (`to_model_format`, `from_model_answer`) so that users never reverse digits by hand.
 
-Example:
-    >>> answer(model, tokenizer, ["123+4567", "99+1"])
-    ['4690', '100']
+Example (with a trained model, e.g. from `make quickstart`)::
+
+    from hf_arith.evaluation.commands import load_model
+
+    model, tokenizer = load_model("runs/addition_cpu/final")
+    answer(model, tokenizer, ["123+4567", "99+1"])  # a list of answers in normal notation: "4690", "100"
 """
 
 from __future__ import annotations
@@ -27,12 +30,23 @@ def answer(
     has a character outside the vocabulary, or a number longer than the model's Abacus table can
     position. A model that never emits EOS gets the whole generated text back.
 
-    Example:
-        >>> answer(model, tokenizer, ["123+4567"])
-        ['4690']
-        >>> answer(model, tokenizer, "12?3")
-        Traceback (most recent call last):
-        ValueError: problem '12?3': ... '?' ...
+    Example (with a trained model)::
+
+        answer(model, tokenizer, ["123+4567", "12x34", "a:3,b:12"])  # the answers, e.g. "4690" for the first
+
+    Problems are checked before anything is generated, so an untrained model shows the errors:
+
+    >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+    >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+    >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+    >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+    ...                                        num_hidden_layers=1, abacus_num_positions=16))
+    >>> answer(model, ArithTokenizer(), "12?3")
+    Traceback (most recent call last):
+    ValueError: problem '12?3': ... '?' ...
+    >>> answer(model, ArithTokenizer(), "1" * 20 + "+1")  # the table has rows for 15 digits
+    Traceback (most recent call last):
+    ValueError: problem '11111111111111111111+1': its numbers (and answer) need up to 21 digit positions, ...
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
     capacity = abacus_capacity(model)

@@ -8,8 +8,21 @@ new token into it. It hands the model views of the filled part, so the model see
 tensors a `DynamicCache` would give (same values, same shapes) and masks need no change.
 
 Example:
+    >>> import torch
+    >>> from hf_arith.evaluation.kv_cache import preallocated_cache
+    >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+    >>> from hf_arith.modeling.layers import CACHE_NAME  # the cache keyword of the installed transformers
+    >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+    >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+    >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+    ...                                        num_hidden_layers=1))
+    >>> _ = model.eval()  # no random Abacus offsets, which training mode adds
+    >>> input_ids = ArithTokenizer()(["12+345="], return_tensors="pt").input_ids
+    >>> max_new_tokens = 5
     >>> cache = preallocated_cache(model, capacity=input_ids.shape[1] + max_new_tokens)
-    >>> model.generate(input_ids=input_ids, **{CACHE_NAME: cache}, max_new_tokens=max_new_tokens)
+    >>> out = model.generate(input_ids=input_ids, **{CACHE_NAME: cache}, max_new_tokens=max_new_tokens, do_sample=False)
+    >>> torch.equal(out, model.generate(input_ids=input_ids, max_new_tokens=max_new_tokens, do_sample=False))
+    True
 """
 
 from __future__ import annotations
@@ -73,7 +86,13 @@ def cache_slots(model, num_recurrences: int | None = None) -> int:
     (Abacus) model.
 
     Example:
-        >>> cache_slots(model_8x2), cache_slots(model_8x2, num_recurrences=4)
+        >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+        >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=8))
+        >>> model.config.num_recurrences
+        2
+        >>> cache_slots(model), cache_slots(model, num_recurrences=4)
         (16, 32)
     """
     config = model.config
@@ -86,6 +105,10 @@ def preallocated_cache(model, capacity: int, num_recurrences: int | None = None)
     """A `DynamicCache` whose layers are `PreallocatedLayer`s of `capacity` positions.
 
     Example:
+        >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+        >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1))
         >>> cache = preallocated_cache(model, capacity=110)
         >>> len(cache.layers) == cache_slots(model)
         True

@@ -18,9 +18,14 @@ choice follows the same context tokens. An empty context is replaced by EOS (lm-
 embedded corpus, `hf_arith/resources/python_docs_mc.jsonl`).
 
 Example:
+    >>> from hf_arith.evaluation.multiple_choice import load_task
     >>> examples = load_task("builtin:python_docs")
-    >>> evaluate_multiple_choice(model, tokenizer, examples)
-    {'acc': 0.25, 'acc_norm': 0.29, 'questions': 72}
+    >>> len(examples), examples[0]["choices"][:2]
+    (72, [' function', ' def'])
+
+    Scored by a text model and its tokenizer (e.g. `runs/olmo_tiny_cpu/final`)::
+
+        evaluate_multiple_choice(model, tokenizer, examples)  # {"acc": ..., "acc_norm": ..., "questions": 72}
 """
 
 from __future__ import annotations
@@ -97,8 +102,15 @@ def choice_loglikelihoods(model, tokenizer, examples: list[dict], batch_size: in
     context tokens from the left.
 
     Example:
-        >>> choice_loglikelihoods(model, tokenizer, [{"context": "1 2", "choices": [" 3", " 9"], "label": 0}])
-        [[-0.41, -5.2]]
+        >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+        >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+        >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1))
+        >>> question = {"context": "21+43=", "choices": ["64", "55"], "label": 0}  # any causal LM and tokenizer
+        >>> scores = choice_loglikelihoods(model, ArithTokenizer(), [question])
+        >>> len(scores), len(scores[0]), all(s < 0 for s in scores[0])  # one log-probability per choice
+        (1, 2, True)
     """
     if max_length is None:
         max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -152,9 +164,10 @@ def score(examples: list[dict], loglikelihoods: list[list[float]]) -> dict:
 def evaluate_multiple_choice(model, tokenizer, examples: list[dict], batch_size: int = 32) -> dict:
     """Scores a task's questions: `{"acc", "acc_norm", "questions"}`.
 
-    Example:
-        >>> evaluate_multiple_choice(model, tokenizer, load_task("builtin:python_docs"))["questions"]
-        72
+    Example (with a text model and its tokenizer)::
+
+        scores = evaluate_multiple_choice(model, tokenizer, load_task("builtin:python_docs"))
+        scores["acc"], scores["acc_norm"]  # the fractions of the 72 questions answered right
     """
     return score(examples, choice_loglikelihoods(model, tokenizer, examples, batch_size))
 

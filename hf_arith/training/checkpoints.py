@@ -14,12 +14,13 @@ diverging state never costs the good ones); the next save or retirement removes 
 one left behind. A write that fails (disk full, read-only) removes its temporary folder and
 leaves the previous checkpoint and `latest` as they were.
 
-Example:
-    >>> save_checkpoint(accelerator, "runs/x", TrainState(step=100), recipe)
-    PosixPath('runs/x/checkpoints/step_100')
-    >>> retire_checkpoints("runs/x", keep_last=3)
-    >>> find_checkpoint("runs/x", "latest")
-    PosixPath('runs/x/checkpoints/step_100')
+Example (in the training loop, on every process)::
+
+    save_checkpoint(accelerator, "runs/x", TrainState(step=100), recipe)  # runs/x/checkpoints/step_100
+    if accelerator.is_main_process:
+        retire_checkpoints("runs/x", keep_last=3)
+    # after a restart: the same folder, whenever the run was killed
+    checkpoint = find_checkpoint("runs/x", "latest")
 """
 
 from __future__ import annotations
@@ -92,8 +93,14 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints of a run, oldest first.
 
     Example:
-        >>> [p.name for p in list_checkpoints("runs/x")]
-        ['step_50', 'step_100']
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for step in (100, 9, 50):  # what these functions read of a checkpoint: its trainer_state.json
+        ...     (run / f"checkpoints/step_{step}").mkdir(parents=True)
+        ...     _ = (run / f"checkpoints/step_{step}/trainer_state.json").write_text(TrainState(step=step).to_json())
+        >>> (run / "checkpoints/step_150").mkdir()  # a save still being written: no trainer_state.json yet
+        >>> [p.name for p in list_checkpoints(run)]
+        ['step_9', 'step_50', 'step_100']
     """
     root = checkpoint_root(output_dir)
     found = [p for p in root.glob("step_*") if _STEP_DIR.fullmatch(p.name) and (p / STATE_FILE).is_file()]
@@ -107,9 +114,10 @@ def _step(checkpoint: Path) -> int:
 def any_process(accelerator, flag: bool) -> bool:
     """True when `flag` is true on any process, so that all processes take the same branch.
 
-    Example:
-        >>> any_process(accelerator, accelerator.is_main_process)
-        True
+    Example (on every process)::
+
+        if any_process(accelerator, error is not None):  # the same branch everywhere
+            raise HfArithError("the write failed on some process")
     """
     if accelerator.num_processes == 1:
         return flag
@@ -122,7 +130,13 @@ def discard(path: Path) -> None:
     under its name: one atomic rename to a hidden `.trash_` name, then the slow delete.
 
     Example:
-        >>> discard(Path("runs/x/checkpoints/step_50"))
+        >>> import tempfile
+        >>> checkpoint = Path(tempfile.mkdtemp()) / "step_50"
+        >>> checkpoint.mkdir()
+        >>> _ = (checkpoint / "trainer_state.json").write_text(TrainState(step=50).to_json())
+        >>> discard(checkpoint)
+        >>> list(checkpoint.parent.iterdir())  # nothing left, the `.trash_step_50` folder included
+        []
     """
     trash = path.with_name(f".trash_{path.name}")
     shutil.rmtree(trash, ignore_errors=True)
@@ -136,9 +150,9 @@ def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, 
     hf-arith shards the model itself (Accelerate saves the ones it prepared). A failed write
     (disk full, read-only) is an `HfArithError`; the previous checkpoint and `latest` stay as they were.
 
-    Example:
-        >>> save_checkpoint(accelerator, "runs/x", TrainState(step=10), recipe).name
-        'step_10'
+    Example (on every process)::
+
+        save_checkpoint(accelerator, "runs/x", TrainState(step=10), recipe)  # runs/x/checkpoints/step_10
     """
     root = checkpoint_root(output_dir)
     final = root / f"step_{state.step}"
@@ -198,8 +212,10 @@ def write_error_text(error: Exception, folder: Path) -> str:
     """What went wrong in a failed write, with the free space left where it happened.
 
     Example:
-        >>> write_error_text(OSError(28, "No space left on device"), Path("runs/x"))
-        'No space left on device (runs/x; 0 B free there)'
+        >>> import tempfile
+        >>> error = OSError(28, "No space left on device", "runs/x/checkpoints/.tmp_step_10/model.safetensors")
+        >>> write_error_text(error, Path(tempfile.mkdtemp()))
+        'No space left on device (runs/x/checkpoints/.tmp_step_10/model.safetensors; ... free there)'
     """
     what = getattr(error, "strerror", None) or _first_line(error)
     where = getattr(error, "filename", None) or folder
@@ -214,7 +230,13 @@ def latest_checkpoint(output_dir) -> Path | None:
     """The checkpoint `checkpoints/latest` names, or None before the first save.
 
     Example:
-        >>> latest_checkpoint("runs/x").name
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> latest_checkpoint(run) is None  # before the first save
+        True
+        >>> (run / "checkpoints").mkdir()
+        >>> write_text_atomically(run / "checkpoints/latest", "step_100\\n")  # as save_checkpoint does
+        >>> latest_checkpoint(run).name
         'step_100'
     """
     pointer = checkpoint_root(output_dir) / LATEST
@@ -227,7 +249,15 @@ def retire_checkpoints(output_dir, keep_last: int) -> None:
     leads to them), and what a killed save left behind. Call it on the main process.
 
     Example:
-        >>> retire_checkpoints("runs/x", keep_last=2)
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for step in (50, 100, 150, 200):  # what these functions read of a checkpoint: its trainer_state.json
+        ...     (run / f"checkpoints/step_{step}").mkdir(parents=True)
+        ...     _ = (run / f"checkpoints/step_{step}/trainer_state.json").write_text(TrainState(step=step).to_json())
+        >>> write_text_atomically(run / "checkpoints/latest", "step_150\\n")  # the run rewound to step 150
+        >>> retire_checkpoints(run, keep_last=2)
+        >>> [p.name for p in list_checkpoints(run)]
+        ['step_100', 'step_150']
     """
     newest = latest_checkpoint(output_dir)
     if newest is None:
@@ -251,9 +281,10 @@ def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None) -
     (Accelerate's `load`): a file asking to run code when unpickled, or a corrupt one, is an
     `HfArithError` naming it, and nothing in it runs.
 
-    Example:
-        >>> load_checkpoint(accelerator, Path("runs/x/checkpoints/step_100"), model, optimizer).step
-        100
+    Example (on every process, after `accelerator.prepare`)::
+
+        state = load_checkpoint(accelerator, Path("runs/x/checkpoints/step_100"), model, optimizer)
+        state.step  # 100: training continues with the 101st global batch
     """
     checkpoint = Path(checkpoint)
     # Accelerate only logs an RNG file it cannot read and goes on with other random numbers, which
@@ -302,7 +333,13 @@ def check_sharded_metadata(path: Path) -> None:
     `torch.distributed.checkpoint`'s own metadata: nothing in it runs.
 
     Example:
-        >>> check_sharded_metadata(Path("runs/x/checkpoints/step_100/sharded/.metadata"))
+        >>> import tempfile
+        >>> metadata = Path(tempfile.mkdtemp()) / "step_100/sharded/.metadata"
+        >>> metadata.parent.mkdir(parents=True)
+        >>> _ = metadata.write_bytes(pickle.dumps(os.system))  # a pickle that would call os.system
+        >>> check_sharded_metadata(metadata)
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: ...sharded/.metadata cannot be loaded: it asks to run ...system when unpickled...
     """
     checkpoint = path.parent.parent
     if not path.is_file():
@@ -359,7 +396,11 @@ def check_output_dir(output_dir, needed_bytes: int) -> None:
     free: run before training, so that a read-only or full disk fails now and not at the first save.
 
     Example:
-        >>> check_output_dir("runs/x", checkpoint_bytes(344_448))
+        >>> import tempfile
+        >>> check_output_dir(Path(tempfile.mkdtemp()) / "runs/x", checkpoint_bytes(344_448))  # created, writable
+        >>> check_output_dir(Path(tempfile.mkdtemp()), 1000 * 2**40)
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: the output folder ... has ... free, but ... need about 1000.0 TiB; ...
     """
     out = Path(output_dir)
     probe = out / f".write_test_{os.getpid()}"
@@ -390,8 +431,16 @@ def find_checkpoint(output_dir, resume: str | os.PathLike | None) -> Path | None
     `step_N` folder. None for None.
 
     Example:
-        >>> find_checkpoint("runs/x", "latest").name
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for step in (50, 100):  # what these functions read of a checkpoint: its trainer_state.json
+        ...     (run / f"checkpoints/step_{step}").mkdir(parents=True)
+        ...     _ = (run / f"checkpoints/step_{step}/trainer_state.json").write_text(TrainState(step=step).to_json())
+        >>> find_checkpoint(run, "latest").name  # no `latest` file (killed before writing it): the newest
         'step_100'
+        >>> find_checkpoint(run, run / "checkpoints/step_7")
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: .../step_7 is not a complete checkpoint (no trainer_state.json); ...
     """
     if resume in (None, "", False):
         return None
@@ -420,7 +469,16 @@ def check_resumable(checkpoint: Path, recipe: Recipe) -> None:
     (e.g. a longer `max_steps` is a legitimate reason to resume).
 
     Example:
-        >>> check_resumable(Path("runs/x/checkpoints/step_100"), recipe)
+        >>> import tempfile
+        >>> from hf_arith.training import load_recipe, save_recipe
+        >>> checkpoint = Path(tempfile.mkdtemp()) / "step_100"
+        >>> _ = save_recipe(load_recipe("recipes/abacus/addition_cpu.yaml"), checkpoint / "recipe.yaml")
+        >>> longer = load_recipe("recipes/abacus/addition_cpu.yaml", ["train.max_steps=20000"])
+        >>> check_resumable(checkpoint, longer)  # allowed, with a warning naming train.max_steps
+        >>> wider = load_recipe("recipes/abacus/addition_cpu.yaml", ["model.config.hidden_size=256"])
+        >>> check_resumable(checkpoint, wider)
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: ...step_100 was trained with a different model (model.config.hidden_size); ...
     """
     saved_path = checkpoint / "recipe.yaml"
     if not saved_path.is_file():

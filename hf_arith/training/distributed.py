@@ -16,13 +16,15 @@ On a CPU-only machine `accelerate launch` without `--cpu` would start processes 
 they are alone; `accelerator_kwargs` turns them into one gloo group, and `check_launch` refuses any
 launch whose processes did not all join (or whose sharding was dropped) rather than train unsharded.
 
-Example:
-    >>> from accelerate import Accelerator
-    >>> from hf_arith.training.recipe import Recipe
-    >>> accelerator = Accelerator(**accelerator_kwargs(Recipe()))   # under `accelerate launch`, any config
-    >>> check_launch(accelerator)
-    >>> launch_backend()
-    'single'
+Example (in a process that `accelerate launch` started, with any launch config)::
+
+    from accelerate import Accelerator
+    from hf_arith.training import load_recipe
+
+    recipe = load_recipe("recipes/abacus/addition_cpu.yaml")
+    accelerator = Accelerator(**accelerator_kwargs(recipe))
+    check_launch(accelerator)
+    launch_backend()  # "single", "ddp", "fsdp" or "deepspeed"
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def cpu_only() -> bool:
     launch asked for the CPU (`ACCELERATE_USE_CPU`).
 
     Example:
-        >>> cpu_only()   # on a laptop without a GPU
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"ACCELERATE_USE_CPU": "true"}):  # `accelerate launch --cpu`
+        ...     cpu_only()
         True
     """
     devices = getattr(torch, "accelerator", torch.cuda)  # torch.accelerator: any GPU kind, torch >= 2.6
@@ -127,8 +131,9 @@ def check_launch(accelerator) -> None:
     (each would train alone on the whole batch), or DeepSpeed dropped by Accelerate. (FSDP is never
     dropped: where Accelerate does not shard, `prepare` does.)
 
-    Example:
-        >>> check_launch(Accelerator(**accelerator_kwargs(recipe)))
+    Example (in every launched process)::
+
+        check_launch(Accelerator(**accelerator_kwargs(recipe)))
     """
     expected = _world_size()
     if accelerator.num_processes != expected:
@@ -167,7 +172,7 @@ def fsdp_plugin(recipe: Recipe):
     names no classes.
 
     Example:
-        >>> fsdp_plugin(recipe).fsdp_version
+        >>> fsdp_plugin(Recipe()).fsdp_version
         2
     """
     if os.environ.get("FSDP_VERSION", "2") != "2":
@@ -191,7 +196,7 @@ def deepspeed_plugin(recipe: Recipe):
     otherwise.
 
     Example:
-        >>> deepspeed_plugin(recipe).deepspeed_config["gradient_accumulation_steps"]
+        >>> deepspeed_plugin(Recipe()).deepspeed_config["gradient_accumulation_steps"]
         1
     """
     if importlib.util.find_spec("deepspeed") is None:
@@ -232,9 +237,9 @@ def shards_itself(accelerator) -> bool:
     """True when the launch asked for FSDP and Accelerate will not shard (CPU-only machines):
     `prepare` then shards with `shard_model`, and checkpoints use `save_sharded_state`.
 
-    Example:
-        >>> shards_itself(accelerator)   # `accelerate launch --config_file recipes/accelerate/fsdp.yaml` on CPUs
-        True
+    Example (launched by `accelerate launch --config_file recipes/accelerate/fsdp.yaml` on CPUs)::
+
+        shards_itself(accelerator)  # True
     """
     return launch_backend() == "fsdp" and accelerator.distributed_type != DistributedType.FSDP
 
@@ -243,9 +248,9 @@ def params_sharded(accelerator) -> bool:
     """True when each process holds only a shard of the parameters (FSDP or ZeRO-3): every process
     must then run the same forward passes, because each one gathers parameters from all.
 
-    Example:
-        >>> params_sharded(accelerator)   # under deepspeed_zero2.yaml
-        False
+    Example (launched with `recipes/accelerate/deepspeed_zero2.yaml`)::
+
+        params_sharded(accelerator)  # False: ZeRO-2 shards gradients and optimizer state, not parameters
     """
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return accelerator.state.deepspeed_plugin.zero_stage == 3
@@ -261,10 +266,10 @@ def shard_model(model: torch.nn.Module, mixed_precision: str = "no") -> torch.nn
     The same plan as Accelerate's FSDP2 path on GPUs (which also gives the embeddings and LM head
     units of their own); used where Accelerate does not shard. Needs an initialised process group.
 
-    Example:
-        >>> model = shard_model(build_model(spec, tokenizer), "bf16")   # under torch.distributed
-        >>> type(model.model.layers[0]).__name__  # an Abacus model
-        'FSDPDecoderLayer'
+    Example (in every process of an initialised process group)::
+
+        model = shard_model(build_model(recipe.model, tokenizer), "bf16")
+        type(model.model.layers[0]).__name__  # "FSDPDecoderLayer" for an Abacus model
     """
     device = next(model.parameters()).device
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
@@ -286,8 +291,9 @@ def prepare(accelerator, model: torch.nn.Module, spec: TrainSpec, clock=None):
     Where hf-arith shards itself, the model is sharded first and only the scheduler goes through
     Accelerate: the sharded model and optimizer state are saved by `save_sharded_state`.
 
-    Example:
-        >>> model, optimizer, scheduler = prepare(accelerator, build_model(spec, tokenizer), recipe.train)
+    Example::
+
+        model, optimizer, scheduler = prepare(accelerator, build_model(recipe.model, tokenizer), recipe.train)
     """
     model.to(accelerator.device)  # before the optimizer, which picks its kernel by device
     if shards_itself(accelerator):
@@ -305,9 +311,9 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict:
     """The whole model's state dict on the main process (empty elsewhere under FSDP and ZeRO-3),
     gathered from the shards; every process must call it.
 
-    Example:
-        >>> sorted(full_state_dict(accelerator, model))[:1]
-        ['lm_head.weight']
+    Example (on every process)::
+
+        state = full_state_dict(accelerator, model)  # {"lm_head.weight": ..., ...} on the main process
     """
     if shards_itself(accelerator):
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -333,8 +339,11 @@ def unsharded(model: torch.nn.Module) -> torch.nn.Module:
     class of a sharded module for a subclass defined in torch, which `save_pretrained` would
     otherwise record in `config.json` and whose source it would copy as the model's remote code.
 
-    Example:
-        >>> unsharded(model).save_pretrained("out", state_dict=full_state_dict(accelerator, model))
+    Example (on every process; only the main one writes)::
+
+        state = full_state_dict(accelerator, model)
+        if accelerator.is_main_process:
+            unsharded(model).save_pretrained("out", state_dict=state)
     """
     if not isinstance(model, FSDPModule):
         return model
@@ -347,9 +356,9 @@ def save_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathL
     """Writes the sharded model and optimizer state to `folder/sharded` with
     `torch.distributed.checkpoint` (each process writes its own shards); every process must call it.
 
-    Example:
-        >>> save_sharded_state(model, optimizer, "runs/x/checkpoints/.tmp_step_10")
-        PosixPath('runs/x/checkpoints/.tmp_step_10/sharded')
+    Example (on every process)::
+
+        save_sharded_state(model, optimizer, "runs/x/checkpoints/.tmp_step_10")  # .../.tmp_step_10/sharded
     """
     model_state, optimizer_state = get_state_dict(model, optimizer)
     path = Path(folder) / SHARDED_DIR
@@ -361,8 +370,9 @@ def load_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathL
     """Restores what `save_sharded_state` wrote into `model` and `optimizer` (sharded the same way,
     on the same number of processes); every process must call it.
 
-    Example:
-        >>> load_sharded_state(model, optimizer, "runs/x/checkpoints/step_10")
+    Example (on every process)::
+
+        load_sharded_state(model, optimizer, "runs/x/checkpoints/step_10")
     """
     path = Path(folder) / SHARDED_DIR
     if not path.is_dir():
@@ -387,9 +397,10 @@ def model_init_context(accelerator):
     flag false, the model is built whole (the recipe's seed gives the one-process weights) and
     DeepSpeed partitions it in `prepare`.
 
-    Example:
-        >>> with model_init_context(accelerator):
-        ...     model = build_model(recipe.model, tokenizer)
+    Example::
+
+        with model_init_context(accelerator):
+            model = build_model(recipe.model, tokenizer)
     """
     plugin = accelerator.state.deepspeed_plugin
     if plugin is None or plugin.zero3_init_flag or plugin.zero_stage != 3:
@@ -408,9 +419,9 @@ def steps_in_backward(accelerator) -> bool:
     step) inside the backward of a step's last micro-batch; `optimizer.step()` is then a no-op and
     `accelerator.optimizer_step_was_skipped` says what DeepSpeed did.
 
-    Example:
-        >>> steps_in_backward(accelerator)   # under deepspeed_zero2.yaml
-        True
+    Example (launched with `recipes/accelerate/deepspeed_zero2.yaml`)::
+
+        steps_in_backward(accelerator)  # True
     """
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
@@ -420,8 +431,9 @@ def set_deepspeed_clipping(accelerator, model, limit: float | None) -> None:
     clips inside the backward of a step's last micro-batch, at the value its ZeRO optimizer holds;
     the recipe's clip warmup changes it). Does nothing under other backends, where the loop clips.
 
-    Example:
-        >>> set_deepspeed_clipping(accelerator, model, clip_value(step, recipe.train))
+    Example (before the backward of a step's last micro-batch)::
+
+        set_deepspeed_clipping(accelerator, model, clip_value(step, recipe.train))
     """
     if steps_in_backward(accelerator):
         model.optimizer.clip_grad = float(limit or 0.0)

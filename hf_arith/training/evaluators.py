@@ -13,11 +13,14 @@ training). A recipe lists them by name:
 Adding one is a decorated factory `(recipe, tokenizer, **args) -> evaluator`:
 
 Example:
+    >>> from hf_arith.training import load_recipe
+    >>> from hf_arith.training.evaluators import build_evaluators, register_evaluator
     >>> @register_evaluator("param_norm")
     ... def param_norm(recipe, tokenizer):
     ...     return lambda model, step: {"norm": float(sum(p.norm() ** 2 for p in model.parameters()) ** 0.5)}
-    >>> sorted(EVALUATORS)[:2]
-    ['arith_grid', 'arith_loss']
+    >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml", ["eval.evaluators=[{name: param_norm}]"])
+    >>> [name for name, _ in build_evaluators(recipe, tokenizer=None)]
+    ['param_norm']
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def register_evaluator(name: str):
         >>> @register_evaluator("zero")
         ... def zero(recipe, tokenizer):
         ...     return lambda model, step: {"value": 0.0}
+        >>> EVALUATORS["zero"] is zero
+        True
     """
 
     def register(factory):
@@ -88,9 +93,14 @@ def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batc
     `lengths` takes the `hf-arith eval --lengths` syntax ("1-20", "1-20x1-5", "30-32:equal").
 
     Example:
-        >>> evaluate = arith_grid(recipe, tokenizer, lengths="1-12", samples=5)
-        >>> evaluate(model, step=100)
-        {'accuracy/overall': 0.9, 'accuracy/in_distribution': 1.0, 'accuracy/out_of_distribution': 0.5}
+        >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+        >>> from hf_arith.training import build_model, load_recipe
+        >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml")  # addition, trained up to 10 digits
+        >>> tokenizer = ArithTokenizer()
+        >>> model = build_model(recipe.model, tokenizer).eval()  # untrained: only the keys are of interest
+        >>> evaluate = arith_grid(recipe, tokenizer, lengths="10-11", samples=1)  # both sides of 10 digits
+        >>> sorted(evaluate(model, step=100))
+        ['accuracy/in_distribution', 'accuracy/out_of_distribution', 'accuracy/overall']
     """
     grid = parse_lengths(lengths)
     task, task_args = recipe.data.task, dict(recipe.data.task_args)
@@ -125,8 +135,18 @@ def teacher_forced_scores(model, collate, rows: list[dict], batch_size: int = 25
     generation's exact match at a fraction of the cost.
 
     Example:
-        >>> teacher_forced_scores(model, ArithmeticCollator(tokenizer), [{"prompt": "1+1=", "answer": "2"}])
-        {'loss': 0.0012, 'exact_match': 1.0}
+        >>> from hf_arith.data.arithmetic import ArithmeticCollator
+        >>> from hf_arith.modeling.configuration_abacus import AbacusConfig
+        >>> from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+        >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_hidden_layers=1)).eval()
+        >>> _ = model.lm_head.weight.data.zero_()  # every token equally likely, and the argmax is <pad>
+        >>> rows = [{"prompt": "1+1=", "answer": "2"}]
+        >>> with torch.no_grad():
+        ...     scores = teacher_forced_scores(model, ArithmeticCollator(ArithTokenizer()), rows)
+        >>> round(scores["loss"], 3), scores["exact_match"]  # ln(31) per answer token; never right
+        (3.434, 0.0)
     """
     device = next(model.parameters()).device
     total, count, correct = 0.0, 0, 0
@@ -156,8 +176,15 @@ def arith_loss(recipe, tokenizer, lengths: str | None = None, samples: int = 256
     training stream.
 
     Example:
-        >>> arith_loss(recipe, tokenizer, samples=64)(model, step=10)
-        {'loss': 0.0213, 'exact_match': 0.98}
+        >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+        >>> from hf_arith.training import build_model, load_recipe
+        >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml")  # addition, trained up to 10 digits
+        >>> tokenizer = ArithTokenizer()
+        >>> model = build_model(recipe.model, tokenizer).eval()  # untrained: only the keys are of interest
+        >>> evaluate = arith_loss(recipe, tokenizer, samples=64)
+        >>> with torch.no_grad():  # as the trainer calls evaluators
+        ...     sorted(evaluate(model, step=10))
+        ['exact_match', 'loss']
     """
     rows = _held_out_rows(recipe, samples, seed, lengths, "train-distribution")
     collate = _collator(tokenizer)
@@ -185,8 +212,18 @@ def abacus_eval_offset(recipe, tokenizer, offsets: str | list[int] = "0-10", sam
     problems from their own seed stream are used, never the lengths the evaluation reports.
 
     Example:
-        >>> abacus_eval_offset(recipe, tokenizer, offsets="0-8")(model, step=6000)
-        {'offset': 4, 'exact_match': 1.0, 'exact_match/offset_0': 0.41, ...}
+        >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
+        >>> from hf_arith.training import build_model, load_recipe
+        >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml")  # addition, trained up to 10 digits
+        >>> tokenizer = ArithTokenizer()
+        >>> model = build_model(recipe.model, tokenizer).eval()  # untrained: only the keys are of interest
+        >>> evaluate = abacus_eval_offset(recipe, tokenizer, offsets="0-2", samples=16)
+        >>> with torch.no_grad():  # as the trainer calls evaluators
+        ...     metrics = evaluate(model, step=6000)
+        >>> sorted(metrics)
+        ['exact_match', 'exact_match/offset_0', 'exact_match/offset_1', 'exact_match/offset_2', 'offset']
+        >>> model.config.abacus_eval_offset == metrics["offset"]  # saved with the model
+        True
     """
     if isinstance(offsets, str):
         low, _, high = offsets.partition("-")
@@ -220,9 +257,11 @@ def perplexity(recipe, tokenizer, sets: list[str] | None = None, max_instances: 
     `<set>/perplexity`, and `<set>/decontaminated` (held-out documents dropped for sharing an
     n-gram with the training data). `max_instances` caps the instances per set.
 
-    Example:
-        >>> perplexity(recipe, tokenizer, max_instances=64)(model, step=100)
-        {'pydoc/cross_entropy': 4.1, 'pydoc/perplexity': 60.3, 'pydoc/decontaminated': 2.0}
+    Example (on the data `make olmo` prepares)::
+
+        recipe = load_recipe("recipes/olmo/tiny_cpu.yaml")
+        perplexity(recipe, tokenizer, max_instances=64)(model, step=100)
+        # {"pydoc/cross_entropy": ..., "pydoc/perplexity": ..., "pydoc/decontaminated": ...}, per held-out set
     """
     path = data_path or recipe.data.path
     if not path:
@@ -251,9 +290,9 @@ def multiple_choice(recipe, tokenizer, tasks: list[str] | None = None, batch_siz
     normalised) for each JSONL task file or `builtin:<name>` in `tasks` (default: the built-in
     `builtin:python_docs`).
 
-    Example:
-        >>> multiple_choice(recipe, tokenizer)(model, step=100)
-        {'python_docs/acc': 0.32, 'python_docs/acc_norm': 0.36}
+    Example (with a text model and its tokenizer)::
+
+        multiple_choice(recipe, tokenizer)(model, step=100)  # {"python_docs/acc": ..., "python_docs/acc_norm": ...}
     """
     loaded = {task_name(t): load_task(t) for t in (tasks or ["builtin:python_docs"])}
 
