@@ -26,7 +26,9 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +145,10 @@ def _flat_config(recipe: Recipe) -> dict:
 
 
 def _z_loss(logits: torch.Tensor, labels: torch.Tensor, num_items) -> torch.Tensor:
-    """Sum over label tokens of logsumexp(logits)^2, divided by the global label count (OLMo)."""
+    """Sum over label tokens of logsumexp(logits)^2, divided by the global label count (OLMo).
+
+    A training objective of the recipe (`train.z_loss`), applied to any model's logits, as OLMo's
+    trainer does; not a model option, which would add a key to every saved `config.json`."""
     z = torch.logsumexp(logits[:, :-1].float(), dim=-1)
     mask = labels[:, 1:].to(z.device) != IGNORE_INDEX
     return (z.pow(2) * mask).sum() / num_items
@@ -357,18 +362,127 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     Example:
         >>> final = train(load_recipe("recipes/abacus/addition_cpu.yaml"), resume="latest")
     """
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    t = recipe.train
-    out = Path(recipe.output_dir)
+    t, out = recipe.train, Path(recipe.output_dir)
     accelerator = make_accelerator(recipe)
-    main = accelerator.is_main_process
+    checkpoint = _checkpoint_to_resume(out, resume)
+    run = _build(recipe, accelerator)
+    loop = _start(run, checkpoint)
+    state, budget_s = loop.state, run.budget_s
+    bar = _progress_bar(run, state)
+
+    run.model.train()
+    while state.step < t.max_steps:
+        update = _optimizer_step(run, loop)
+        bar.update(1 if run.clock is None else min(update.elapsed_s, max(0.0, budget_s - bar.n)))  # by time: seconds
+
+        done = state.step == t.max_steps
+        out_of_time = budget_s is not None and any_process(accelerator, state.elapsed_s > budget_s)
+        diverged = len(loop.nonfinite) > t.max_consecutive_nonfinite
+        if state.step % t.log_every == 0 or done or out_of_time or diverged:
+            _log_progress(run, loop, update, bar)
+        if diverged:
+            raise _diverged(recipe, loop.nonfinite, loop.unconfirmed)
+
+        # Evaluate before saving: every record up to a checkpoint's step is then in metrics.jsonl
+        # before the checkpoint exists, and a resumed run neither repeats nor misses one.
+        stopping = done or out_of_time
+        if run.evaluators and ((t.eval_every and state.step % t.eval_every == 0) or (stopping and recipe.eval.at_end)):
+            _log(run, {"step": state.step, **run_evaluators(accelerator, run.model, run.evaluators, state.step)})
+        loop.save_due = loop.save_due or bool(t.save_every) and (state.step % t.save_every == 0 or stopping)
+        # Inside a run of non-finite steps (or past an update that overflowed the weights) the save
+        # waits: retention must not delete the good checkpoints for a state that may be diverging.
+        if loop.save_due and not loop.nonfinite and _weights_finite(accelerator, run.model):
+            _save(run, loop)
+        if out_of_time and not done:
+            _log_budget_reached(run, state.step)
+            break
+    bar.close()
+
+    if not _weights_finite(accelerator, run.model):
+        raise _diverged(recipe, loop.nonfinite or [state.step], loop.unconfirmed, weights=True)
+    if t.save_every and loop.last_saved != state.step:
+        _save(run, loop)
+    if t.save_every and accelerator.is_main_process:
+        retire_checkpoints(out, t.keep_last)
+    final = save_final(accelerator, run.model, run.tokenizer, recipe, out)
+    if accelerator.is_main_process:
+        plot_loss(run.metrics_path, out / "loss.png")
+    accelerator.end_training()
+    return final
+
+
+@dataclass
+class _Run:
+    """What `train` builds before the first step and uses unchanged to the last."""
+
+    recipe: Recipe
+    out: Path
+    accelerator: Any
+    tokenizer: Any
+    source: Any  # `examples(start, stop)` of global indices, `collate(rows)`; `sources.build_source`
+    model: Any  # as Accelerate prepared it (wrapped for DDP, FSDP, DeepSpeed)
+    forward: Any  # the training forward: the model, or `torch.compile` of it
+    optimizer: Any
+    scheduler: Any
+    schedule: BatchSchedule
+    budget_s: float | None  # `train.time_budget_minutes` in seconds
+    clock: BudgetClock | None  # set when the schedules follow wall-clock time (`train.schedule_clock: time`)
+    evaluators: list
+    # HF_ARITH_TRACE_DATA=DIR: each process appends the examples it trains at each step to
+    # DIR/rank<r>.jsonl, to check the data order across world sizes and resumes.
+    trace_dir: str | None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
+@dataclass
+class _Loop:
+    """What changes from step to step. A checkpoint keeps `state` (the window as `state.log_window`);
+    the rest starts afresh on resume."""
+
+    state: TrainState
+    # Sums since the last record; saved in checkpoints, so that a resumed run logs the same averages.
+    window: dict
+    last_saved: int  # the step of the newest checkpoint this run saved or resumed from; -1: none
+    # Older checkpoints are deleted (keep_last) only once a finite step has run from the newest: an
+    # update that ruins the weights without a non-finite number shows only in the next step. A
+    # resumed checkpoint is confirmed (and what killed runs left behind is removed) the same way.
+    unconfirmed: bool
+    nonfinite: list[int] = field(default_factory=list)  # the current run of non-finite steps; no save inside one
+    save_due: bool = False  # a checkpoint is due and waits for a finite step
+
+
+@dataclass
+class _Update:
+    """What one optimizer step tells the log and the progress bar."""
+
+    lr: float  # the learning rate the step used
+    grad_norm: float  # before clipping; NaN where the backend gives none
+    batch_size: int  # examples in the global batch
+    elapsed_s: float  # wall-clock seconds of the step
+
+
+def _checkpoint_to_resume(out: Path, resume: str | os.PathLike | None) -> Path | None:
+    """The checkpoint `resume` names (`checkpoints.find_checkpoint`), or None for a new run; a new
+    run in a folder that holds checkpoints is an `HfArithError` (it would mix two runs)."""
     checkpoint = find_checkpoint(out, resume)
     if checkpoint is None and list_checkpoints(out):
         raise HfArithError(f"{out} already holds checkpoints of a run; pass --resume latest to continue it, "
                            f"or choose another --output-dir")
+    return checkpoint
 
+
+def _build(recipe: Recipe, accelerator) -> _Run:
+    """Everything the run needs, built in a fixed order after seeding (so the model's init and the
+    data are the same on every run): tokenizer, data source, model, optimizer and schedules
+    (prepared by Accelerate), evaluators, batch schedule. Raises `HfArithError` when the output
+    folder cannot be written or has no room for a checkpoint of this model, `RecipeError` when the
+    first global batch is smaller than the number of processes."""
+    from accelerate.utils import set_seed
+
+    t, out = recipe.train, Path(recipe.output_dir)
     set_seed(recipe.seed)
     tokenizer = build_tokenizer(recipe.data)
     source = build_source(recipe.data, recipe.seed, tokenizer)
@@ -387,170 +501,187 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     if schedule.size(0) < accelerator.num_processes:
         raise RecipeError(f"the first global batch ({schedule.size(0)} examples) is smaller than the "
                           f"{accelerator.num_processes} processes; raise train.micro_batch_size / batch_warmup.start")
+    budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
+    return _Run(recipe, out, accelerator, tokenizer, source, model, forward, optimizer, scheduler, schedule,
+                budget_s, clock, evaluators, trace_dir=os.environ.get("HF_ARITH_TRACE_DATA"))
 
+
+def _start(run: _Run, checkpoint: Path | None) -> _Loop:
+    """The loop before its first step: restored from `checkpoint` (model, optimizer, scheduler and
+    RNG states, `TrainState`) or fresh. Writes `recipe.yaml`, cuts `metrics.jsonl` back to the
+    resumed step, saves the data order (text data) and starts the trackers. Raises `HfArithError`
+    when `checkpoint` belongs to another recipe or cannot be loaded."""
+    recipe, accelerator, out = run.recipe, run.accelerator, run.out
+    main = accelerator.is_main_process
     state = TrainState()
     if checkpoint is not None:
         check_resumable(checkpoint, recipe)
-        state = load_checkpoint(accelerator, checkpoint, model, optimizer)
+        state = load_checkpoint(accelerator, checkpoint, run.model, run.optimizer)
         logger.info(f"resumed from {checkpoint} at step {state.step}")
-    metrics_path = out / "metrics.jsonl"
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
-        _truncate_metrics(metrics_path, state.step)
-    if clock is not None:  # the schedules continue from the time the run has already trained
-        clock.set(_slowest(accelerator, state.elapsed_s))
-    if hasattr(source, "save_order"):  # text data: the run keeps its data order (`hf-arith data inspect`)
-        source.save_order(out, schedule.offset(t.max_steps), write=main)
-    # HF_ARITH_TRACE_DATA=DIR: each process appends the examples it trains at each step to
-    # DIR/rank<r>.jsonl, to check the data order across world sizes and resumes.
-    trace_dir = os.environ.get("HF_ARITH_TRACE_DATA")
-    if t.report_to:
+        _truncate_metrics(run.metrics_path, state.step)
+    if run.clock is not None:  # the schedules continue from the time the run has already trained
+        run.clock.set(_slowest(accelerator, state.elapsed_s))
+    if hasattr(run.source, "save_order"):  # text data: the run keeps its data order (`hf-arith data inspect`)
+        run.source.save_order(out, run.schedule.offset(recipe.train.max_steps), write=main)
+    if recipe.train.report_to:
         accelerator.init_trackers("tensorboard", config=_flat_config(recipe))
-
-    def log(record: dict):
-        if main:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-    budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
-    # By time, the bar counts seconds of the budget: the steps it will take are not known ahead.
-    total, initial = (t.max_steps, state.step) if clock is None else (round(budget_s), round(state.elapsed_s))
-    bar = tqdm(total=total, initial=initial, disable=not (main and t.progress_bar), desc="train",
-               unit="it" if clock is None else "s", dynamic_ncols=True)
-    # Sums since the last record; saved in checkpoints, so that a resumed run logs the same averages.
     window = {"loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
     window.update(state.log_window)
-    last_saved = state.step if checkpoint is not None else -1
-    nonfinite = []  # the steps of the current run of non-finite steps; no checkpoint is saved inside one
-    save_due = False
-    # Older checkpoints are deleted (keep_last) only once a finite step has run from the newest: an
-    # update that ruins the weights without a non-finite number shows only in the next step. A
-    # resumed checkpoint is confirmed (and what killed runs left behind is removed) the same way.
-    unconfirmed = checkpoint is not None and checkpoint == latest_checkpoint(out)
-    model.train()
-    while state.step < t.max_steps:
-        started = time.perf_counter()
-        step = state.step
-        if clock is None:
-            start, stop = schedule.span(step)
-        else:  # by time: the batch follows the budget spent; the data position is what was trained
-            start, stop = state.examples, state.examples + schedule.size_at(clock.fraction, t.batch_ramp)
-        lo, hi = process_share(start, stop, accelerator.process_index, accelerator.num_processes)
-        examples = source.examples(lo, hi)
-        if trace_dir:
-            _trace(trace_dir, accelerator.process_index, step, lo, hi, examples)
-        rows = micro_batches(examples, t.micro_batch_size, source.length if recipe.data.bucket_by_length else None)
-        limit = clip_value(step, t)
-        set_deepspeed_clipping(accelerator, model, limit)  # DeepSpeed clips inside its step, in train_step
-        stats = train_step(accelerator, model, forward, [source.collate(r) for r in rows], recipe)
+    return _Loop(state, window, last_saved=state.step if checkpoint is not None else -1,
+                 unconfirmed=checkpoint is not None and checkpoint == latest_checkpoint(out))
 
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), limit if limit else math.inf)
-        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
-            grad_norm = grad_norm.full_tensor()
-        grad_norm = float(grad_norm) if grad_norm is not None else math.nan
-        lr = scheduler.get_last_lr()[0]
-        if t.mixed_precision == "fp16" or steps_in_backward(accelerator):
-            # The gradient scaler skips non-finite steps itself and must see them to lower its scale;
-            # DeepSpeed has stepped (or skipped) already, in the last micro-batch's backward.
-            optimizer.step()
-            skipped = accelerator.optimizer_step_was_skipped
-        elif math.isfinite(stats["loss"]) and math.isfinite(grad_norm):
-            optimizer.step()
-            skipped = False
-        else:
-            skipped = True
-        # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
-        nonfinite = nonfinite + [step + 1] if skipped else []
-        if skipped:
-            state.skipped_steps += 1
-            logger.warning(f"step {step + 1}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
-                           f"update skipped ({state.skipped_steps} so far, {len(nonfinite)} in a row)")
-        elif unconfirmed:
-            if main:
-                retire_checkpoints(out, t.keep_last)
-            unconfirmed = False
-        if clock is not None:  # the next step's learning rate and batch follow the budget spent so far
-            clock.set(_slowest(accelerator, state.elapsed_s + time.perf_counter() - started))
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
 
-        state.step += 1
-        state.examples += stop - start
-        state.tokens += int(stats["tokens"])
-        elapsed = time.perf_counter() - started
-        state.elapsed_s += elapsed
-        window["steps"] += 1
-        window["examples"] += stop - start
-        window["tokens"] += stats["tokens"]
-        window["padded"] += stats["padded_tokens"]
-        window["time"] += elapsed
-        if math.isfinite(stats["loss"]):
-            window["loss"] += stats["loss"]
-            window["finite"] += 1
-        bar.update(1 if clock is None else min(elapsed, max(0.0, budget_s - bar.n)))
+def _progress_bar(run: _Run, state: TrainState):
+    """The tqdm bar of the main process (disabled elsewhere, or by `train.progress_bar: false`)."""
+    from tqdm.auto import tqdm
 
-        done = state.step == t.max_steps
-        out_of_time = budget_s is not None and any_process(accelerator, state.elapsed_s > budget_s)
-        diverged = len(nonfinite) > t.max_consecutive_nonfinite
-        if state.step % t.log_every == 0 or done or out_of_time or diverged:
-            record = {
-                "step": state.step,
-                "loss": window["loss"] / window["finite"] if window["finite"] else math.nan,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "batch_size": stop - start,
-                "examples_per_s": window["examples"] / max(window["time"], 1e-9),
-                "tokens_per_s": window["tokens"] / max(window["time"], 1e-9),
-                "padding": 1.0 - window["tokens"] / max(window["padded"], 1),
-                "examples": state.examples,
-                "skipped_steps": state.skipped_steps,
-                "elapsed_s": round(state.elapsed_s, 3),
-            }
-            log(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", ex_s=f"{record['examples_per_s']:.0f}")
-            if not t.progress_bar:
-                logger.info(f"step {state.step}/{t.max_steps} loss {record['loss']:.4f} lr {lr:.2e} "
-                            f"grad_norm {grad_norm:.3f} {record['examples_per_s']:.0f} examples/s")
-            window = dict.fromkeys(window, 0)
-        if diverged:
-            raise _diverged(recipe, nonfinite, unconfirmed)
+    t = run.recipe.train
+    # By time, the bar counts seconds of the budget: the steps it will take are not known ahead.
+    total, initial = (t.max_steps, state.step) if run.clock is None else (round(run.budget_s), round(state.elapsed_s))
+    return tqdm(total=total, initial=initial, disable=not (run.accelerator.is_main_process and t.progress_bar),
+                desc="train", unit="it" if run.clock is None else "s", dynamic_ncols=True)
 
-        # Evaluate before saving: every record up to a checkpoint's step is then in metrics.jsonl
-        # before the checkpoint exists, and a resumed run neither repeats nor misses one.
-        stopping = done or out_of_time
-        if evaluators and ((t.eval_every and state.step % t.eval_every == 0) or (stopping and recipe.eval.at_end)):
-            log({"step": state.step, **run_evaluators(accelerator, model, evaluators, state.step)})
-        save_due = save_due or bool(t.save_every) and (state.step % t.save_every == 0 or stopping)
-        # Inside a run of non-finite steps (or past an update that overflowed the weights) the save
-        # waits: retention must not delete the good checkpoints for a state that may be diverging.
-        if save_due and not nonfinite and _weights_finite(accelerator, model):
-            state.log_window = dict(window)
-            save_checkpoint(accelerator, out, state, recipe, model, optimizer)
-            last_saved, save_due, unconfirmed = state.step, False, True
-        if out_of_time and not done:
-            if clock is None:
-                logger.warning(f"time budget of {t.time_budget_minutes} min reached at step {state.step}/"
-                               f"{t.max_steps}; stopping early (the learning-rate schedule assumed {t.max_steps} steps)")
-            else:
-                logger.info(f"time budget of {t.time_budget_minutes} min reached at step {state.step}: "
-                            f"the schedule by time is complete")
-            break
-    bar.close()
 
-    if not _weights_finite(accelerator, model):
-        raise _diverged(recipe, nonfinite or [state.step], unconfirmed, weights=True)
-    if t.save_every and last_saved != state.step:
-        state.log_window = dict(window)
-        save_checkpoint(accelerator, out, state, recipe, model, optimizer)
-    if t.save_every and main:
-        retire_checkpoints(out, t.keep_last)
-    final = save_final(accelerator, model, tokenizer, recipe, out)
-    if main:
-        plot_loss(metrics_path, out / "loss.png")
-    accelerator.end_training()
-    return final
+def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
+    """One optimizer step on the next global batch: forward and backward (`train_step`), clipping,
+    the update (skipped when the loss or the gradient norm is not finite), the schedules. Advances
+    `loop.state` and the log window."""
+    t, accelerator, state = run.recipe.train, run.accelerator, loop.state
+    started = time.perf_counter()
+    start, stop = _global_batch(run, state)
+    batches = _local_batches(run, state.step, start, stop)
+    limit = clip_value(state.step, t)
+    set_deepspeed_clipping(accelerator, run.model, limit)  # DeepSpeed clips inside its step, in train_step
+    stats = train_step(accelerator, run.model, run.forward, batches, run.recipe)
+    grad_norm = _clip_gradients(accelerator, run.model, limit)
+    lr = run.scheduler.get_last_lr()[0]
+    skipped = _step_unless_nonfinite(run, stats["loss"], grad_norm)
+    # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
+    loop.nonfinite = loop.nonfinite + [state.step + 1] if skipped else []
+    if skipped:
+        state.skipped_steps += 1
+        logger.warning(f"step {state.step + 1}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
+                       f"update skipped ({state.skipped_steps} so far, {len(loop.nonfinite)} in a row)")
+    elif loop.unconfirmed:
+        if accelerator.is_main_process:
+            retire_checkpoints(run.out, t.keep_last)
+        loop.unconfirmed = False
+    if run.clock is not None:  # the next step's learning rate and batch follow the budget spent so far
+        run.clock.set(_slowest(accelerator, state.elapsed_s + time.perf_counter() - started))
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+    state.step += 1
+    state.examples += stop - start
+    state.tokens += int(stats["tokens"])
+    elapsed = time.perf_counter() - started
+    state.elapsed_s += elapsed
+    window = loop.window
+    window["steps"] += 1
+    window["examples"] += stop - start
+    window["tokens"] += stats["tokens"]
+    window["padded"] += stats["padded_tokens"]
+    window["time"] += elapsed
+    if math.isfinite(stats["loss"]):
+        window["loss"] += stats["loss"]
+        window["finite"] += 1
+    return _Update(lr=lr, grad_norm=grad_norm, batch_size=stop - start, elapsed_s=elapsed)
+
+
+def _global_batch(run: _Run, state: TrainState) -> tuple[int, int]:
+    """The global example indices `[start, stop)` of the next step."""
+    if run.clock is None:
+        return run.schedule.span(state.step)
+    # By time, the batch follows the budget spent, and the data position is what was trained.
+    return state.examples, state.examples + run.schedule.size_at(run.clock.fraction, run.recipe.train.batch_ramp)
+
+
+def _local_batches(run: _Run, step: int, start: int, stop: int) -> list[dict]:
+    """This process's share of the global examples `[start, stop)`, collated in micro-batches of
+    `train.micro_batch_size` (of similar lengths with `data.bucket_by_length`)."""
+    accelerator, source = run.accelerator, run.source
+    lo, hi = process_share(start, stop, accelerator.process_index, accelerator.num_processes)
+    examples = source.examples(lo, hi)
+    if run.trace_dir:
+        _trace(run.trace_dir, accelerator.process_index, step, lo, hi, examples)
+    length = source.length if run.recipe.data.bucket_by_length else None
+    return [source.collate(rows) for rows in micro_batches(examples, run.recipe.train.micro_batch_size, length)]
+
+
+def _clip_gradients(accelerator, model, limit: float | None) -> float:
+    """Clips the gradients to the norm `limit` (None: no clipping); returns their norm before
+    clipping, NaN where the backend gives none."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), limit if limit else math.inf)
+    if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+        grad_norm = grad_norm.full_tensor()
+    return float(grad_norm) if grad_norm is not None else math.nan
+
+
+def _step_unless_nonfinite(run: _Run, loss: float, grad_norm: float) -> bool:
+    """Steps the optimizer unless the loss or the gradient norm is not finite; returns whether the
+    update was skipped."""
+    if run.recipe.train.mixed_precision == "fp16" or steps_in_backward(run.accelerator):
+        # The gradient scaler skips non-finite steps itself and must see them to lower its scale;
+        # DeepSpeed has stepped (or skipped) already, in the last micro-batch's backward.
+        run.optimizer.step()
+        return run.accelerator.optimizer_step_was_skipped
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        run.optimizer.step()
+        return False
+    return True
+
+
+def _log(run: _Run, record: dict) -> None:
+    """Appends `record` to `metrics.jsonl` (main process) and sends it to the trackers at `record["step"]`."""
+    if run.accelerator.is_main_process:
+        with run.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    run.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def _log_progress(run: _Run, loop: _Loop, update: _Update, bar) -> None:
+    """Logs the averages of the window (to `metrics.jsonl`, the trackers, the bar, or the log
+    without a bar) and opens the next window."""
+    t, state, window = run.recipe.train, loop.state, loop.window
+    record = {
+        "step": state.step,
+        "loss": window["loss"] / window["finite"] if window["finite"] else math.nan,
+        "lr": update.lr,
+        "grad_norm": update.grad_norm,
+        "batch_size": update.batch_size,
+        "examples_per_s": window["examples"] / max(window["time"], 1e-9),
+        "tokens_per_s": window["tokens"] / max(window["time"], 1e-9),
+        "padding": 1.0 - window["tokens"] / max(window["padded"], 1),
+        "examples": state.examples,
+        "skipped_steps": state.skipped_steps,
+        "elapsed_s": round(state.elapsed_s, 3),
+    }
+    _log(run, record)
+    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{update.lr:.2e}", ex_s=f"{record['examples_per_s']:.0f}")
+    if not t.progress_bar:
+        logger.info(f"step {state.step}/{t.max_steps} loss {record['loss']:.4f} lr {update.lr:.2e} "
+                    f"grad_norm {update.grad_norm:.3f} {record['examples_per_s']:.0f} examples/s")
+    loop.window = dict.fromkeys(window, 0)
+
+
+def _save(run: _Run, loop: _Loop) -> None:
+    """A checkpoint at the loop's step, with the log window (a resumed run logs the same averages)."""
+    loop.state.log_window = dict(loop.window)
+    save_checkpoint(run.accelerator, run.out, loop.state, run.recipe, run.model, run.optimizer)
+    loop.last_saved, loop.save_due, loop.unconfirmed = loop.state.step, False, True
+
+
+def _log_budget_reached(run: _Run, step: int) -> None:
+    t = run.recipe.train
+    if run.clock is None:
+        logger.warning(f"time budget of {t.time_budget_minutes} min reached at step {step}/"
+                       f"{t.max_steps}; stopping early (the learning-rate schedule assumed {t.max_steps} steps)")
+    else:
+        logger.info(f"time budget of {t.time_budget_minutes} min reached at step {step}: "
+                    f"the schedule by time is complete")
 
 
 def _slowest(accelerator, seconds: float) -> float:
