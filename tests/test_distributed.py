@@ -34,9 +34,14 @@ from safetensors.torch import load_file
 
 from hf_arith.errors import HfArithError
 from hf_arith.training import recipe_from_dict, train
-from hf_arith.training.distributed import (accelerator_kwargs, check_launch, deepspeed_plugin, launch_backend,
-                                           mixed_precision_policy)
-from hf_arith.training.trainer import read_metrics
+from hf_arith.training.distributed import (
+    accelerator_kwargs,
+    check_launch,
+    deepspeed_plugin,
+    launch_backend,
+    mixed_precision_policy,
+)
+from hf_arith.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "recipes" / "accelerate"

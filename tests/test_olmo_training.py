@@ -24,7 +24,7 @@ from hf_arith.data.instances import read_manifest
 from hf_arith.data.text import prepare
 from hf_arith.errors import HfArithError
 from hf_arith.training import load_recipe, recipe_from_dict, train
-from hf_arith.training.trainer import read_metrics
+from hf_arith.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 L = 16  # tokens per instance

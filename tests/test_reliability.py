@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_forker import Forker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from cli_forker import Forker
 from hf_arith.cli import main
 from hf_arith.errors import HfArithError
 from hf_arith.model_files import check_safetensors
 from hf_arith.training import recipe_from_dict, train
-from hf_arith.training.trainer import read_metrics
+from hf_arith.training.metrics_log import read_metrics
 
 TINY_CONFIG = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "num_hidden_layers": 1,
                "num_recurrences": 2, "abacus_num_positions": 16, "abacus_max_k": 4, "max_position_embeddings": 32}
@@ -235,12 +235,12 @@ def test_retirement_keeps_latest_and_the_newest_before_it(tmp_path):
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_the_log_rewritten_whole(tmp_path):
-    from hf_arith.training.trainer import _truncate_metrics
+    from hf_arith.training.metrics_log import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
-    _truncate_metrics(path, step=1)
+    truncate_metrics(path, step=1)
     assert path.read_text() == '{"step": 1, "loss": 2.0}\n' and not list(tmp_path.glob(".*"))
 
 

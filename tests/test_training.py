@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from hf_arith.errors import HfArithError, RecipeError
 from hf_arith.training import load_recipe, recipe_from_dict, train
-from hf_arith.training.trainer import read_metrics
+from hf_arith.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -301,8 +301,14 @@ def test_weight_decay_groups_by_default_and_as_the_abacus_reference():
     assert reference | {n for n in names.values() if n.endswith("bias") or "norm" in n} == set(names.values())
 
 
-def test_schedules_by_wall_clock_cool_down_inside_the_budget_and_resume_where_they_were(tmp_path):
+def test_schedules_by_wall_clock_cool_down_inside_the_budget_and_resume_where_they_were(tmp_path, monkeypatch):
+    from hf_arith.training import trainer
     from hf_arith.training.optim import BatchSchedule
+
+    # A clock that advances 20 ms per reading: the run lasts the same number of steps on a busy
+    # or a quiet machine (the real one let a loaded CI box fit too few steps into 3 s).
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(ticks) * 0.02)
 
     timed = dict(schedule_clock="time", time_budget_minutes=0.05, max_steps=100_000, micro_batch_size=8,
                  global_batch_size=32, batch_ramp=0.6, schedule="wcc", warmup=0.1, cooldown=0.2, save_every=10,

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from hf_arith.evaluation.grid import training_region
 from hf_arith.tasks import get_task
-from hf_arith.training.trainer import read_metrics
+from hf_arith.training.metrics_log import read_metrics
 
 from .run_files import RunFiles, read_config, read_recipe
 

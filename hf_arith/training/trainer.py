@@ -9,11 +9,19 @@ averaging, so the loss and the gradient are those of one big batch on any number
 and any micro-batch size. FSDP and DeepSpeed ZeRO average over processes too, so the same holds
 under every launch config (`distributed.py`, recipes/accelerate/).
 
-Example:
-    >>> from hf_arith.training import load_recipe, train
-    >>> final = train(load_recipe("recipes/abacus/addition_cpu.yaml", ["train.max_steps=100"]))
-    >>> sorted(p.name for p in final.iterdir())[:3]
-    ['config.json', 'generation_config.json', 'model.safetensors']
+Example (two steps of a tiny model):
+    >>> import tempfile
+    >>> from hf_arith.training import recipe_from_dict, train
+    >>> recipe = recipe_from_dict({
+    ...     "output_dir": tempfile.mkdtemp(),
+    ...     "model": {"arch": "abacus", "config": {"hidden_size": 32, "num_attention_heads": 2,
+    ...               "intermediate_size": 64, "num_hidden_layers": 1, "num_recurrences": 2}},
+    ...     "data": {"task": "addition", "task_args": {"max_digits": 3}},
+    ...     "train": {"max_steps": 2, "micro_batch_size": 8, "global_batch_size": 8, "warmup": 0, "cooldown": 0,
+    ...               "save_every": 0, "eval_every": 0, "report_to": []}})
+    >>> final = train(recipe)
+    >>> {"config.json", "model.safetensors", "modeling_abacus.py", "tokenizer.json"} <= {p.name for p in final.iterdir()}
+    True
 """
 
 from __future__ import annotations
@@ -32,19 +40,45 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
-from hf_arith.atomic import replaced_atomically, write_text_atomically
 from hf_arith.data.sources import build_source, build_tokenizer, micro_batches
 from hf_arith.errors import HfArithError, RecipeError
 
-from .checkpoints import (WRITE_ERRORS, TrainState, any_process, check_output_dir, check_resumable, checkpoint_bytes,
-                          find_checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, retire_checkpoints,
-                          save_checkpoint, write_error_text)
-from .distributed import (accelerator_kwargs, check_launch, full_state_dict, model_init_context, params_sharded,
-                          prepare, set_deepspeed_clipping, steps_in_backward, unsharded)
+from .checkpoints import (
+    WRITE_ERRORS,
+    TrainState,
+    any_process,
+    check_output_dir,
+    check_resumable,
+    checkpoint_bytes,
+    find_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    retire_checkpoints,
+    save_checkpoint,
+    write_error_text,
+)
+from .distributed import (
+    accelerator_kwargs,
+    check_launch,
+    full_state_dict,
+    model_init_context,
+    params_sharded,
+    prepare,
+    set_deepspeed_clipping,
+    steps_in_backward,
+    unsharded,
+)
 from .evaluators import build_evaluators
-from .optim import BatchSchedule, BudgetClock, clip_value, process_share
+from .metrics_log import plot_loss, read_metrics, truncate_metrics
 from .models import build_model
+from .optim import BatchSchedule, BudgetClock, clip_value, process_share
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
@@ -61,7 +95,11 @@ def enable_activation_checkpointing(model) -> None:
     `activation_checkpointing_enable` in newer releases, `gradient_checkpointing_enable` (deprecated) in older.
 
     Example:
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64))
         >>> enable_activation_checkpointing(model)
+        >>> any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+        True
     """
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
@@ -84,9 +122,6 @@ def make_accelerator(recipe: Recipe):
         >>> make_accelerator(Recipe()).mixed_precision
         'no'
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
     t = recipe.train
     state = AcceleratorState._shared_state
     # A second run in one single-process Python session (tests, notebooks) may change the mixed
@@ -160,9 +195,10 @@ def train_step(accelerator, model, forward, batches: list[dict], recipe: Recipe)
     counts of `label_tokens`, `tokens` (non-padding) and `padded_tokens`.
 
     Example:
-        >>> stats = train_step(accelerator, model, model, [collate(rows)], recipe)
-        >>> sorted(stats)
-        ['label_tokens', 'loss', 'padded_tokens', 'tokens']
+        Inside `train`, on what `_build` prepared::
+
+            stats = train_step(accelerator, model, model, [collate(rows)], recipe)
+            sorted(stats)  # ['label_tokens', 'loss', 'padded_tokens', 'tokens']
     """
     device = accelerator.device
     local = torch.tensor(
@@ -202,8 +238,10 @@ def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
     (FSDP, ZeRO-3) every process runs them, since each forward gathers parameters from all.
 
     Example:
-        >>> run_evaluators(accelerator, model, [("zero", lambda m, s: {"v": 0.0})], step=10)
-        {'eval/zero/v': 0.0}
+        Inside `train`, with the prepared model::
+
+            run_evaluators(accelerator, model, [("zero", lambda m, s: {"v": 0.0})], step=10)
+            # {'eval/zero/v': 0.0}
     """
     metrics = {}
     if evaluators and (accelerator.is_main_process or params_sharded(accelerator)):
@@ -231,11 +269,10 @@ def greedy_generation_config(tokenizer):
     generate_until asks for `max_length`), so the length is always the caller's to give.
 
     Example:
+        >>> from hf_arith.tokenization import build_arith_tokenizer
         >>> greedy_generation_config(build_arith_tokenizer()).max_new_tokens is None
         True
     """
-    from transformers import GenerationConfig
-
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
     return GenerationConfig(do_sample=False, **{k: v for k, v in special.items() if v is not None})
@@ -248,8 +285,9 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
     `final/` or none, never a half one; a failed write (disk full, read-only) is an `HfArithError`.
 
     Example:
-        >>> save_final(accelerator, model, tokenizer, recipe, Path("runs/x")).name
-        'final'
+        At the end of `train`::
+
+            save_final(accelerator, model, tokenizer, recipe, Path("runs/x"))  # Path("runs/x/final")
     """
     final, tmp, old = output_dir / "final", output_dir / ".final.tmp", output_dir / ".final.old"
     accelerator.wait_for_everyone()
@@ -277,72 +315,6 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
     return final
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The records of a `metrics.jsonl`.
-
-    Example:
-        >>> [r["step"] for r in read_metrics("runs/x/metrics.jsonl")][:2]
-        [10, 20]
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines(keepends=True) if line.strip()]
-    if lines and not lines[-1].endswith("\n"):  # a run killed while writing it: the line may be torn
-        try:
-            json.loads(lines[-1])
-        except json.JSONDecodeError:
-            lines.pop()
-    return [json.loads(line) for line in lines]
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops records after `step`: a resumed run rewrites what the interrupted one logged after its
-    last checkpoint (every record up to a checkpoint's step is logged before it is saved). Also
-    drops a last line torn by a kill. Replaced atomically, so a kill here loses nothing."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines
-            if line.endswith("\n") and line.strip() and json.loads(line).get("step", 0) <= step]
-    if kept != lines:
-        write_text_atomically(path, "".join(kept))
-
-
-def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:
-    """A PNG of the training loss (log scale) and learning rate against the step, from `metrics.jsonl`.
-
-    Example:
-        >>> plot_loss("runs/x/metrics.jsonl", "runs/x/loss.png")
-        PosixPath('runs/x/loss.png')
-    """
-    records = [r for r in read_metrics(metrics_path) if "loss" in r]
-    if not records:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r["loss"] for r in records], color="tab:blue", label="train loss")
-    if all(r["loss"] > 0 for r in records):
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", alpha=0.5, label="lr")
-    lr_ax.set_ylabel("learning rate")
-    ax.set_title(Path(metrics_path).parent.name)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    with replaced_atomically(out_path) as tmp:  # never a half-written image
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out_path
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -360,7 +332,9 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     (nothing of the diverged state is saved).
 
     Example:
-        >>> final = train(load_recipe("recipes/abacus/addition_cpu.yaml"), resume="latest")
+        Continue an interrupted run from its newest checkpoint, exactly::
+
+            final = train(load_recipe("recipes/abacus/addition_cpu.yaml"), resume="latest")
     """
     t, out = recipe.train, Path(recipe.output_dir)
     accelerator = make_accelerator(recipe)
@@ -480,8 +454,6 @@ def _build(recipe: Recipe, accelerator) -> _Run:
     (prepared by Accelerate), evaluators, batch schedule. Raises `HfArithError` when the output
     folder cannot be written or has no room for a checkpoint of this model, `RecipeError` when the
     first global batch is smaller than the number of processes."""
-    from accelerate.utils import set_seed
-
     t, out = recipe.train, Path(recipe.output_dir)
     set_seed(recipe.seed)
     tokenizer = build_tokenizer(recipe.data)
@@ -521,7 +493,7 @@ def _start(run: _Run, checkpoint: Path | None) -> _Loop:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
-        _truncate_metrics(run.metrics_path, state.step)
+        truncate_metrics(run.metrics_path, state.step)
     if run.clock is not None:  # the schedules continue from the time the run has already trained
         run.clock.set(_slowest(accelerator, state.elapsed_s))
     if hasattr(run.source, "save_order"):  # text data: the run keeps its data order (`hf-arith data inspect`)
@@ -536,8 +508,6 @@ def _start(run: _Run, checkpoint: Path | None) -> _Loop:
 
 def _progress_bar(run: _Run, state: TrainState):
     """The tqdm bar of the main process (disabled elsewhere, or by `train.progress_bar: false`)."""
-    from tqdm.auto import tqdm
-
     t = run.recipe.train
     # By time, the bar counts seconds of the budget: the steps it will take are not known ahead.
     total, initial = (t.max_steps, state.step) if run.clock is None else (round(run.budget_s), round(state.elapsed_s))
