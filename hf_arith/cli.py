@@ -63,9 +63,9 @@ def _needs_quotes(text: str) -> bool:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from hf_arith.training import load_recipe, train
-
     from accelerate import PartialState
+
+    from hf_arith.training import load_recipe, train
 
     recipe = load_recipe(args.recipe, train_overrides(args))
     final = train(recipe, resume=args.resume)

@@ -25,6 +25,7 @@ import json
 import os
 from pathlib import Path
 
+import yaml
 from safetensors import SafetensorError, safe_open
 
 from hf_arith.errors import HfArithError
@@ -115,4 +116,21 @@ def check_model_folder(path: str | os.PathLike) -> Path | str:
     return folder
 
 
-__all__ = ["check_model_folder", "check_safetensors", "looks_like_repo_id"]
+def read_saved_recipe(model_dir: str | os.PathLike) -> dict:
+    """The resolved recipe `hf-arith train` saves next to a model (`recipe.yaml`), as plain data;
+    `{}` when the folder has none (a model saved by other code, or a Hub id).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> read_saved_recipe(folder)
+        {}
+        >>> _ = (folder / "recipe.yaml").write_text("data: {task: addition, task_args: {max_digits: 10}}")
+        >>> read_saved_recipe(folder)["data"]["task_args"]
+        {'max_digits': 10}
+    """
+    path = Path(model_dir) / "recipe.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+__all__ = ["check_model_folder", "check_safetensors", "looks_like_repo_id", "read_saved_recipe"]

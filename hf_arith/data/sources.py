@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
-
 from transformers import AutoTokenizer
 
 from hf_arith.errors import RecipeError

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import datasets
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_arith.data.arithmetic import eval_set, load_eval_set, save_eval_set
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_model_folder
+from hf_arith.model_files import check_model_folder, read_saved_recipe
 
 from .generate import answer
 from .grid import DEFAULT_EVAL_SEED, abacus_offset_of, evaluate_grid
@@ -73,11 +72,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
 
 def recipe_task(model_dir: str | os.PathLike) -> tuple[str | None, dict]:
     """`(data.task, data.task_args)` from a model folder's `recipe.yaml`, or `(None, {})`."""
-    path = Path(model_dir) / "recipe.yaml"
-    if not path.is_file():
-        return None, {}
-
-    data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    data = read_saved_recipe(model_dir).get("data") or {}
     return data.get("task"), dict(data.get("task_args") or {})
 
 

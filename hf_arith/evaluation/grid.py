@@ -23,13 +23,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
-import yaml
 from tqdm.auto import tqdm
 
 from hf_arith.data.arithmetic import eval_set
+from hf_arith.model_files import read_saved_recipe
 from hf_arith.tasks import Example, known_task, resolve_task, task_name_of
 
 from .decoding import greedy_generate
@@ -116,13 +115,10 @@ def recipe_task_args(model_dir: str | os.PathLike | None, task) -> dict | None:
         >>> recipe_task_args(folder, "addition"), recipe_task_args(folder, "sorting")
         ({'max_digits': 10}, None)
     """
-    if not model_dir:
+    recipe = read_saved_recipe(model_dir) if model_dir else {}
+    if not recipe:
         return None
-    path = Path(model_dir) / "recipe.yaml"
-    if not path.is_file():
-        return None
-
-    data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+    data = recipe.get("data") or {}
     trained = data.get("task")
     # Compared as tasks, so that an alias in the recipe ("mul") is the task it names.
     if trained is not None and getattr(known_task(trained), "name", None) != resolve_task(task).name:

@@ -13,10 +13,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
 from hf_arith.evaluation.grid import training_region
+from hf_arith.model_files import read_saved_recipe
 from hf_arith.tasks import get_task
 from hf_arith.training.metrics_log import read_metrics
 
-from .run_files import RunFiles, read_config, read_recipe
+from .run_files import RunFiles, read_config
 
 TEMPLATES = Path(importlib.resources.files("hf_arith.model_cards"))
 # model_type -> card template; transformers' own `olmo` (published with --format native) shares OLMo's.
@@ -187,7 +188,7 @@ def render_card(run: RunFiles, published: dict, repo_id: str, license: str = "ap
         >>> card.data.library_name, card.data.eval_results[0].metric_type, card.data.eval_results[0].metric_value
         ('transformers', 'exact_match', 0.95)
     """
-    config, recipe = read_config(run.model_dir), read_recipe(run.model_dir)
+    config, recipe = read_config(run.model_dir), read_saved_recipe(run.model_dir)
     evaluations = grid_evaluations(run.eval_dirs) if evaluations is None else evaluations
     in_loop = in_loop_evaluations(last_eval_record(run.metrics))
     if not evaluations and in_loop["arith_grid"]:  # no `hf-arith eval` folder: the in-loop grid numbers

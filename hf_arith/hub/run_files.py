@@ -9,8 +9,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hf_arith.errors import HfArithError
 
 
@@ -73,14 +71,8 @@ def find_run(source: str | os.PathLike, eval_dirs=()) -> RunFiles:
     return RunFiles(model_dir, run_dir, found)
 
 
-def read_recipe(model_dir: Path) -> dict:
-    """The resolved recipe saved next to the model (`{}` when there is none)."""
-    path = model_dir / "recipe.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-
-
 def read_config(model_dir: Path) -> dict:
     return json.loads((model_dir / "config.json").read_text())
 
 
-__all__ = ["RunFiles", "find_run", "read_config", "read_recipe"]
+__all__ = ["RunFiles", "find_run", "read_config"]

@@ -10,8 +10,8 @@ Example::
     final_dir = train(recipe, resume="latest")     # continue an interrupted run exactly
 """
 
-from .recipe import Recipe, load_recipe, recipe_from_dict, save_recipe
 from .models import build_model
+from .recipe import Recipe, load_recipe, recipe_from_dict, save_recipe
 from .trainer import train
 
 __all__ = ["Recipe", "build_model", "load_recipe", "recipe_from_dict", "save_recipe", "train"]

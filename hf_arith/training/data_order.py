@@ -22,7 +22,6 @@ from .optim import BatchSchedule
 from .recipe import load_recipe
 
 
-
 def inspect_batch(run_dir: str | os.PathLike, batch: int) -> dict:
     """Which instances made global batch `batch` of a run, and their text: reads the run's
     `recipe.yaml` (batch schedule, data folder) and saved `data_order.npy`, so it holds whatever the

@@ -26,7 +26,6 @@ from torch import nn
 
 from .recipe import TrainSpec, _steps
 
-
 # ---------------------------------------------------------------------------------------------
 # Optimizer
 

@@ -10,8 +10,10 @@ Example:
     >>> recipe = load_recipe("recipes/abacus/addition_cpu.yaml", ["train.lr=3e-4", "seed=1"])
     >>> recipe.train.lr, recipe.model.arch, recipe.data.task
     (0.0003, 'abacus', 'addition')
-    >>> save_recipe(recipe, "runs/x/recipe.yaml")
-    PosixPath('runs/x/recipe.yaml')
+    >>> import tempfile
+    >>> path = save_recipe(recipe, f"{tempfile.mkdtemp()}/recipe.yaml")
+    >>> load_recipe(path) == recipe
+    True
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ from typing import Literal
 import yaml
 
 from hf_arith.atomic import write_text_atomically
-from hf_arith.data.specs import (DataSpec, DocumentsSpec, LanguageFilterSpec, PiiSpec, PrepareSpec, QualityFilterSpec,
-                                 TextSourceSpec, check_prepare)
+from hf_arith.data.specs import (
+    DataSpec,
+    DocumentsSpec,
+    LanguageFilterSpec,
+    PiiSpec,
+    PrepareSpec,
+    QualityFilterSpec,
+    TextSourceSpec,
+    check_prepare,
+)
 from hf_arith.dataclass_yaml import allowed_keys, apply_overrides, build, parse_override
 from hf_arith.errors import RecipeError
 
@@ -382,8 +392,9 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
     it back to an equal `Recipe`.
 
     Example:
-        >>> save_recipe(load_recipe("recipes/abacus/addition_cpu.yaml"), "runs/x/recipe.yaml")
-        PosixPath('runs/x/recipe.yaml')
+        >>> import tempfile
+        >>> save_recipe(load_recipe("recipes/abacus/addition_cpu.yaml"), f"{tempfile.mkdtemp()}/recipe.yaml").name
+        'recipe.yaml'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
