@@ -43,6 +43,13 @@ class AbacusConfig(PretrainedConfig):
         max_position_embeddings (`int`, defaults to 1024): context length for learned absolute positions
             and the longest sequence the model is meant for.
         rope_theta (`float`, defaults to 10000.0): RoPE base, when `attention_positions="rope"`.
+        attention_logn_base (`int`, *optional*): a log-length attention temperature (Chiang & Cholak
+            2022, "Overcoming a Theoretical Limitation of Self-Attention", §5; Qwen's `logn_attn`): a
+            query that sees n keys (its position without left padding, plus one) has its attention
+            logits multiplied by max(1, log n / log `attention_logn_base`), so attention does not
+            flatten as sequences grow beyond that many tokens. Usually the longest training
+            sequence; `None` (default) leaves logits unscaled. It scales queries, so it applies with
+            every attention kernel and may be set at inference only.
         norm_position (`str`, defaults to `"pre"`): LayerNorm before (`"pre"`) or after (`"post"`)
             each sub-layer (the reference: `norm_scheme: post`).
         layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon (the reference: 1e-12).
@@ -91,6 +98,7 @@ class AbacusConfig(PretrainedConfig):
         abacus_eval_offset: int = 0,
         max_position_embeddings: int = 1024,
         rope_theta: float = 10000.0,
+        attention_logn_base: int | None = None,
         norm_position: str = "pre",
         layer_norm_eps: float = 1e-5,
         layer_norm_bias: bool = False,
@@ -125,6 +133,7 @@ class AbacusConfig(PretrainedConfig):
         self.abacus_eval_offset = abacus_eval_offset
         self.max_position_embeddings = max_position_embeddings
         self.rope_theta = rope_theta
+        self.attention_logn_base = attention_logn_base
         self.norm_position = norm_position
         self.layer_norm_eps = layer_norm_eps
         self.layer_norm_bias = layer_norm_bias
@@ -167,6 +176,11 @@ class AbacusConfig(PretrainedConfig):
             raise ValueError("num_hidden_layers and num_recurrences must both be at least 1")
         if self.inject_every_layer and not self.input_injection:
             raise ValueError("inject_every_layer=True needs input_injection=True (it says where to inject)")
+        if self.attention_logn_base is not None and self.attention_logn_base < 2:
+            raise ValueError(
+                f"attention_logn_base={self.attention_logn_base}: the log-length scale needs a base of at least 2 "
+                "tokens (usually the longest training sequence), or None to turn it off"
+            )
         if not 0.0 <= self.progressive_loss_alpha <= 1.0:
             raise ValueError(f"progressive_loss_alpha={self.progressive_loss_alpha} must be in [0, 1]")
 

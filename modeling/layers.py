@@ -9,6 +9,8 @@ FIRE adds to. Both configs name the Abacus fields alike: `abacus_num_positions`,
 `abacus_offset_mode`, `abacus_eval_offset`, `digit_token_ids`.
 """
 
+import math
+
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
@@ -181,7 +183,8 @@ class Attention(nn.Module):
     """Causal multi-head attention, no biases, through transformers' attention interface.
 
     q, k and v are one fused projection (`qkv_proj`, in that order) for speed. Position signal
-    inside attention: RoPE (`position_embeddings` = cos, sin), FIRE (a bias per layer) or none.
+    inside attention: RoPE (`position_embeddings` = cos, sin), FIRE (a bias per layer) or none;
+    optionally a log-length temperature on the queries (`attention_logn_base`).
     """
 
     is_causal = True
@@ -197,6 +200,12 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.fire = FireBias(config.num_attention_heads) if config.attention_positions == "fire" else None
+
+    def logn_scale(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """max(1, log n / log base) for a query that sees n = position + 1 keys, as (batch, 1, q, 1)."""
+        keys_seen = (position_ids + 1).float()
+        scale = keys_seen.log() / math.log(self.config.attention_logn_base)
+        return scale.clamp(min=1.0)[:, None, :, None]
 
     def forward(
         self,
@@ -218,6 +227,8 @@ class Attention(nn.Module):
         if position_embeddings is not None:  # rotated in fp32 (cos/sin are), then back to the model's dtype
             rotated = apply_rotary_pos_emb(query.float(), key.float(), *position_embeddings)
             query, key = (t.to(value.dtype) for t in rotated)
+        if self.config.attention_logn_base is not None:
+            query = query * self.logn_scale(position_ids).to(query.dtype)
         if past_key_values is not None:
             slot = self.layer_idx if cache_index is None else cache_index
             key, value = past_key_values.update(key, value, slot)

@@ -1,6 +1,7 @@
 """The Abacus looped model against the paper's definitions and a hand-written reference decoder."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -68,10 +69,12 @@ def test_abacus_positions_batched_and_with_padding():
     assert compute_abacus_positions(batch, DIGITS).tolist() == expected, texts
 
 
-def reference_logits(model: AbacusForCausalLM, input_ids, layer_order, inject_before=()):
+def reference_logits(model: AbacusForCausalLM, input_ids, layer_order, inject_before=(), logn_base=None):
     """A plain pre-norm decoder written out with torch ops: NoPE + Abacus embedding, causal
     softmax attention, gated GELU. `layer_order` lists layer indices; `inject_before` the steps at
-    which the embedded input is added (input injection)."""
+    which the embedded input is added (input injection). With `logn_base`, the logits of query i
+    (which sees i + 1 keys) are multiplied by max(1, log(i + 1) / log(logn_base)) (Chiang & Cholak
+    2022, §5)."""
     m = model.model
     pos = compute_abacus_positions(input_ids, DIGITS)
     embedded = m.embed_tokens(input_ids) + m.abacus.embedding(pos)
@@ -87,6 +90,9 @@ def reference_logits(model: AbacusForCausalLM, input_ids, layer_order, inject_be
         q, k, v = (x @ layer.self_attn.qkv_proj.weight.T).chunk(3, dim=-1)
         q, k, v = (t.view(1, seq, heads, head_dim).transpose(1, 2) for t in (q, k, v))
         scores = (q @ k.transpose(-1, -2)) / head_dim**0.5
+        if logn_base is not None:
+            keys_seen = torch.arange(1, seq + 1, dtype=torch.float)
+            scores = scores * (keys_seen.log() / math.log(logn_base)).clamp(min=1)[:, None]
         attn = scores.masked_fill(future, float("-inf")).softmax(-1) @ v
         hidden = hidden + attn.transpose(1, 2).reshape(1, seq, -1) @ layer.self_attn.o_proj.weight.T
         x = F.layer_norm(hidden, (hidden.shape[-1],), layer.post_attention_layernorm.weight, None, 1e-5)
@@ -125,6 +131,18 @@ def test_num_recurrences_override_changes_depth():
         torch.testing.assert_close(deeper, reference_logits(model, ids, [0] * 4, inject_before=(0, 1, 2, 3)))
 
 
+def test_log_length_temperature_scales_the_logits_of_later_queries():
+    ids = ids_of("4321+987=1234")  # 13 tokens: queries from the 5th on see more than 4 keys
+    scaled = tiny_model(num_hidden_layers=2, num_recurrences=2, attention_logn_base=4)
+    plain = tiny_model(num_hidden_layers=2, num_recurrences=2)
+    with torch.no_grad():
+        expected = reference_logits(scaled, ids, [0, 1] * 2, inject_before=(0, 2), logn_base=4)
+        torch.testing.assert_close(scaled(ids).logits, expected, atol=1e-5, rtol=1e-5)
+        # Up to `base` keys the scale is 1, so the first 4 positions match the unscaled model.
+        torch.testing.assert_close(scaled(ids).logits[:, :4], plain(ids).logits[:, :4], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(scaled(ids).logits[:, 4:], plain(ids).logits[:, 4:])
+
+
 POSITION_OPTIONS = [
     dict(embedding_positions="abacus", attention_positions="none"),
     dict(embedding_positions="abacus", attention_positions="fire"),
@@ -134,6 +152,7 @@ POSITION_OPTIONS = [
     dict(embedding_positions="none", attention_positions="none"),
     dict(embedding_positions="learned", attention_positions="none"),
     dict(embedding_positions="abacus", attention_positions="none", norm_position="post", hidden_act="silu"),
+    dict(embedding_positions="abacus", attention_positions="none", attention_logn_base=3),
 ]
 
 
@@ -282,7 +301,9 @@ def test_no_biases_anywhere_but_fire():
     assert biases and all(".fire." in name for name in biases)
 
 
-@pytest.mark.parametrize("field,value", [("embedding_positions", "sinusoidal"), ("hidden_act", "relu")])
+@pytest.mark.parametrize(
+    "field,value", [("embedding_positions", "sinusoidal"), ("hidden_act", "relu"), ("attention_logn_base", 1)]
+)
 def test_bad_options_are_named(field, value):
     with pytest.raises(ValueError, match=field):
         tiny_config(**{field: value})

@@ -511,8 +511,10 @@ def _progress_bar(run: _Run, state: TrainState):
     t = run.recipe.train
     # By time, the bar counts seconds of the budget: the steps it will take are not known ahead.
     total, initial = (t.max_steps, state.step) if run.clock is None else (round(run.budget_s), round(state.elapsed_s))
+    # The time bar advances by fractional seconds: show whole ones.
+    by_time = None if run.clock is None else "{l_bar}{bar}| {n:.0f}/{total_fmt}s [{elapsed}<{remaining}{postfix}]"
     return tqdm(total=total, initial=initial, disable=not (run.accelerator.is_main_process and t.progress_bar),
-                desc="train", unit="it" if run.clock is None else "s", dynamic_ncols=True)
+                desc="train", unit="it" if run.clock is None else "s", dynamic_ncols=True, bar_format=by_time)
 
 
 def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
