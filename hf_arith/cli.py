@@ -105,6 +105,26 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_compare(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", help="folders written by `hf-arith eval --out` (or their results.json)")
+    parser.add_argument("--label", dest="labels", action="append", metavar="NAME",
+                        help="a name for each result, in order (repeatable; default: the folder names)")
+    parser.add_argument("--out", help="also draw accuracy by length of every result into this PNG")
+    parser.add_argument("--columns", help="lengths to show one by one, e.g. 11-15,20,30 (default: the five after "
+                                          "training, then every fifth)")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from hf_arith.evaluation.compare import compare
+    from hf_arith.evaluation.lengths import parse_range
+
+    columns = None if args.columns is None else parse_range(args.columns)
+    print(compare(args.results, labels=args.labels, out=args.out, columns=columns))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a saved model folder or Hub id")
     parser.add_argument("problems", nargs="+", help='problems in normal notation, e.g. "123+4567"')
@@ -260,6 +280,7 @@ COMMANDS = {
     "train": ("train a model from a recipe", add_train, run_train),
     "eval": ("exact-match accuracy over a grid of operand lengths", add_eval, run_eval),
     "generate": ("answer problems with a trained model", add_generate, run_generate),
+    "compare": ("several evaluations side by side: accuracy by length, reach, plot", add_compare, run_compare),
     "data": ("build datasets", add_data, run_data),
     "convert": ("convert an OLMo checkpoint between the hf-arith, transformers and allenai/OLMo layouts",
                 add_convert, run_convert),

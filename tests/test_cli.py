@@ -108,3 +108,34 @@ def test_console_script_and_module_entry_points():
     for cmd in (["hf-arith", "--help"], [sys.executable, "-m", "hf_arith", "--help"]):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "train" in done.stdout and "eval" in done.stdout
+
+
+def test_compare_tables_and_plots_several_evaluations(tmp_path, capsys):
+    import numpy as np
+
+    from hf_arith.evaluation.results import GridResult
+
+    lengths = [1, 2, 3, 4]
+    # By max(len_a, len_b), counted by hand over 10 problems per cell:
+    # run a: 1.0, 1.0, 0.92 (46/50), 0.2 (14/70) -> reach 3 of training length 2: factor 1.5
+    # run b: 1.0, 0.8 (24/30), 0.0, 0.0          -> reach 1: factor 0.5
+    a = np.array([[10, 10, 9, 2], [10, 10, 9, 2], [9, 9, 10, 2], [2, 2, 2, 2]])
+    b = np.array([[10, 8, 0, 0], [8, 8, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    for name, correct in (("a", a), ("b", b)):
+        GridResult("addition", lengths, lengths, correct, np.full((4, 4), 10), train_max=(2, 2),
+                   abacus_eval_offset=0).to_json(tmp_path / name / "results.json")
+    png = tmp_path / "compare.png"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--label", "one",
+                 "--label", "two", "--out", str(png), "--columns", "3-4"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| run | offset | R | ≤2 (worst) | 3 | 4 | reach | factor |"
+    assert table[2] == "| one | 0 | as trained | 100.0% (100.0) | 92.0 | 20.0 | 3 | 1.5 |"
+    assert table[3] == "| two | 0 | as trained | 85.0% (80.0) | 0.0 | 0.0 | 1 | 0.5 |"
+    assert png.stat().st_size > 0
+
+    assert main(["compare", str(tmp_path / "missing")]) == 2
+    assert "no evaluation results at" in error_line(capsys)
+    assert main(["compare", str(tmp_path / "a"), "--label", "x", "--label", "y"]) == 2
+    assert "2 labels for 1 results" in error_line(capsys)
+    assert main(["compare", str(tmp_path / "a"), "--columns", "3-"]) == 2
+    assert "bad length range" in error_line(capsys)

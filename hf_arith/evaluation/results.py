@@ -188,10 +188,12 @@ class GridResult:
 
         Example:
             >>> import tempfile
-            >>> result = GridResult("addition", [1, 2], [1, 2], np.full((2, 2), 4), np.full((2, 2), 5))
+            >>> result = GridResult("addition", [1, 2], [1, 2], np.full((2, 2), 4), np.full((2, 2), 5),
+            ...                     abacus_eval_offset=3)
             >>> path = result.to_json(Path(tempfile.mkdtemp()) / "results.json")
-            >>> GridResult.from_json(path).summary() == result.summary()
-            True
+            >>> again = GridResult.from_json(path)
+            >>> again.summary() == result.summary(), again.abacus_eval_offset
+            (True, 3)
         """
         data = json.loads(Path(path).read_text())
         la, lb = data["lengths_a"], data["lengths_b"]
@@ -203,7 +205,8 @@ class GridResult:
         return cls(
             task=data["task"], lengths_a=la, lengths_b=lb, correct=correct, total=total,
             train_max=tuple(data["train_max"]), model_name=data.get("model", ""),
-            num_recurrences=data.get("num_recurrences"), samples=data.get("samples_per_cell", 0),
+            num_recurrences=data.get("num_recurrences"), abacus_eval_offset=data.get("abacus_eval_offset"),
+            samples=data.get("samples_per_cell", 0),
             seed=data.get("seed"), mode=data.get("mode", "grid"), failures=data.get("failures", []),
             elapsed_s=data.get("elapsed_s"),
         )
