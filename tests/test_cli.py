@@ -128,9 +128,9 @@ def test_compare_tables_and_plots_several_evaluations(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--label", "one",
                  "--label", "two", "--out", str(png), "--columns", "3-4"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0] == "| run | offset | R | ≤2 (worst) | 3 | 4 | reach | factor |"
-    assert table[2] == "| one | 0 | as trained | 100.0% (100.0) | 92.0 | 20.0 | 3 | 1.5 |"
-    assert table[3] == "| two | 0 | as trained | 85.0% (80.0) | 0.0 | 0.0 | 1 | 0.5 |"
+    assert table[0] == "| run | offset | R | ≤2 (worst) | 3 | 4 | mean 3–4 | reach | factor |"
+    assert table[2] == "| one | 0 | as trained | 100.0% (100.0) | 92.0 | 20.0 | 56.0 | 3 | 1.5 |"
+    assert table[3] == "| two | 0 | as trained | 85.0% (80.0) | 0.0 | 0.0 | 0.0 | 1 | 0.5 |"
     assert png.stat().st_size > 0
 
     assert main(["compare", str(tmp_path / "missing")]) == 2

@@ -80,29 +80,34 @@ def default_columns(results: list[GridResult]) -> list[int]:
 def comparison_table(results: list[GridResult], labels: list[str], columns: list[int] | None = None) -> str:
     """A markdown table, one row per result: the inference offset and recurrences, in-distribution
     accuracy (and its worst length), accuracy (%) at each length of `columns` (by max(len_a, len_b);
-    blank where not evaluated), the reach and the generalisation factor.
+    blank where not evaluated), the mean accuracy over the lengths up to twice the training length
+    (a 2× extrapolation, whatever the reach), the reach and the generalisation factor.
 
     Example:
         >>> import numpy as np
         >>> result = GridResult("addition", [1, 2, 3], [1, 2, 3], np.array([[10, 10, 9], [10, 9, 5], [9, 5, 0]]),
         ...                     np.full((3, 3), 10), train_max=(2, 2), abacus_eval_offset=1)
         >>> print(comparison_table([result], ["run"]))
-        | run | offset | R | ≤2 (worst) | 3 | reach | factor |
-        |---|---|---|---|---|---|---|
-        | run | 1 | as trained | 97.5% (96.7) | 56.0 | 2 | 1.0 |
+        | run | offset | R | ≤2 (worst) | 3 | mean 3–4 | reach | factor |
+        |---|---|---|---|---|---|---|---|
+        | run | 1 | as trained | 97.5% (96.7) | 56.0 | 56.0 | 2 | 1.0 |
     """
     columns = default_columns(results) if columns is None else columns
     trained = max(max(r.train_max) for r in results)
-    head = ["run", "offset", "R", f"≤{trained} (worst)", *map(str, columns), "reach", "factor"]
+    beyond = range(trained + 1, 2 * trained + 1)
+    head = ["run", "offset", "R", f"≤{trained} (worst)", *map(str, columns), f"mean {beyond[0]}–{beyond[-1]}",
+            "reach", "factor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for result, label in zip(results, labels, strict=True):
         by_length = result.per_length()["max_length"]
         inside = result.summary()["in_distribution"]["accuracy"]
         worst = min((a for n, a in by_length.items() if n <= trained), default=None)
+        evaluated = [by_length[n] for n in beyond if n in by_length]  # the mean of what was evaluated
         cells = [label, "" if result.abacus_eval_offset is None else str(result.abacus_eval_offset),
                  str(result.num_recurrences or "as trained"),
                  "" if inside is None else f"{100 * inside:.1f}% ({100 * worst:.1f})",
                  *(f"{100 * by_length[n]:.1f}" if n in by_length else "" for n in columns),
+                 f"{100 * sum(evaluated) / len(evaluated):.1f}" if evaluated else "",
                  str(reach(result)), f"{generalization_factor(result):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
