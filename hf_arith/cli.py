@@ -57,9 +57,9 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _needs_quotes(text: str) -> bool:
-    import yaml
+    from hf_arith.dataclass_yaml import load_yaml  # reads the override as the recipe loader will
 
-    return not isinstance(yaml.safe_load(text), str) if text.strip() else True
+    return not isinstance(load_yaml(text), str) if text.strip() else True
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ one `RecipeError` naming the dotted key and what is allowed. `apply_overrides` s
 
 Written by hand because the libraries that do this (pydantic, OmegaConf, dacite) would add a
 dependency for ~150 lines, and none gives the error messages a recipe needs: a typo must never
-fall back on a default, and YAML 1.1's quirks (`1e-4` as a string, `no` as false) are undone here.
+fall back on a default, and YAML 1.1's quirks (`1e-4` as a string, `no` as false) are undone here:
+`load_yaml` reads `1e-4` as a float everywhere (untyped mappings such as `model.config` included),
+and `build` converts what a typed field still receives as a string.
 
 Example:
     >>> from dataclasses import dataclass
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -34,6 +37,28 @@ from typing import Any, Literal
 import yaml
 
 from hf_arith.errors import RecipeError
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that reads `1e-4` as YAML 1.2 does, a float. PyYAML follows YAML 1.1, where a
+    float needs a dot and `1e-4` is a string; a string then reached fields without a declared type
+    (`model.config.layer_norm_eps`) as text and failed inside torch."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text to Python values with `RecipeLoader` (safe; `1e-4` is a float).
+
+    Example:
+        >>> load_yaml("{eps: 1e-12, lr: 3.0e-4, name: 1e3x, n: 5}")
+        {'eps': 1e-12, 'lr': 0.0003, 'name': '1e3x', 'n': 5}
+    """
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
 
 
 def _type_name(tp) -> str:
@@ -165,10 +190,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError(f"bad override {text!r}; write key.sub=value, e.g. train.lr=3e-4")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError as err:
         raise RecipeError(f"bad override {text!r}: the value is not valid YAML ({err.problem})") from None
-    # YAML 1.1 reads `3e-4` as a string; the field's type converts it later.
     return key.split("."), parsed
 
 
@@ -178,9 +202,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
 
     Example:
         >>> apply_overrides({"train": {"lr": 1e-4}}, ["train.lr=3e-4", "train.batch_warmup.start=8"])
-        {'train': {'lr': '3e-4', 'batch_warmup': {'start': 8}}}
-
-    (YAML 1.1 reads `3e-4` as a string; `build` makes it the field's float.)
+        {'train': {'lr': 0.0003, 'batch_warmup': {'start': 8}}}
     """
     for text in overrides:
         keys, value = parse_override(text)
@@ -197,4 +219,4 @@ def apply_overrides(raw: dict, overrides) -> dict:
 
 
 
-__all__ = ["allowed_keys", "apply_overrides", "build", "parse_override"]
+__all__ = ["RecipeLoader", "allowed_keys", "apply_overrides", "build", "load_yaml", "parse_override"]

@@ -25,9 +25,9 @@ import json
 import os
 from pathlib import Path
 
-import yaml
 from safetensors import SafetensorError, safe_open
 
+from hf_arith.dataclass_yaml import load_yaml
 from hf_arith.errors import HfArithError
 
 # What `from_pretrained` reads: a tokenizer needs one of these next to the weights.
@@ -130,7 +130,7 @@ def read_saved_recipe(model_dir: str | os.PathLike) -> dict:
         {'max_digits': 10}
     """
     path = Path(model_dir) / "recipe.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return (load_yaml(path.read_text()) or {}) if path.is_file() else {}
 
 
 __all__ = ["check_model_folder", "check_safetensors", "looks_like_repo_id", "read_saved_recipe"]

@@ -12,7 +12,8 @@ from helpers import run_isolated
 from safetensors.torch import load_file
 
 from hf_arith.errors import HfArithError, RecipeError
-from hf_arith.training import load_recipe, recipe_from_dict, train
+from hf_arith.tokenization import build_arith_tokenizer
+from hf_arith.training import build_model, load_recipe, recipe_from_dict, train
 from hf_arith.training.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,6 +214,21 @@ def test_a_short_max_steps_scales_warmup_and_cooldown_and_says_so(caplog):
 def test_yaml_words_for_false_stay_words():
     recipe = load_recipe(REPO / "recipes/abacus/addition_cpu.yaml", ["train.mixed_precision=no"])
     assert recipe.train.mixed_precision == "no"
+
+
+def test_exponent_numbers_are_floats_in_untyped_model_config_too(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-12` as a string; in `model.config` nothing converted it and the
+    # first LayerNorm failed inside torch. Overrides and recipe files alike now give floats.
+    recipe = load_recipe(REPO / "recipes/abacus/addition_cpu.yaml",
+                         ["model.config.layer_norm_eps=1e-12", "train.eps=1e-12", "output_dir='1e3'"])
+    assert recipe.model.config["layer_norm_eps"] == 1e-12 and recipe.train.eps == 1e-12
+    assert recipe.output_dir == "1e3"  # quoted in YAML: stays a string
+    written = tmp_path / "r.yaml"
+    written.write_text((REPO / "recipes/abacus/addition_cpu.yaml").read_text().replace("lr: 1.0e-3", "lr: 1e-3"))
+    assert load_recipe(written).train.lr == 1e-3
+    model = build_model(recipe.model, build_arith_tokenizer())
+    assert model.config.layer_norm_eps == 1e-12
+    model(torch.tensor([[5, 14, 6, 18]]))  # the LayerNorms run with it
 
 
 class OffsetOracle(torch.nn.Module):

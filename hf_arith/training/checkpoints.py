@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate.utils import load
 from safetensors import SafetensorError
 
 from hf_arith.atomic import write_text_atomically
+from hf_arith.dataclass_yaml import load_yaml
 from hf_arith.errors import HfArithError
 
 from .distributed import SHARDED_DIR, load_sharded_state, save_sharded_state, shards_itself
@@ -483,7 +483,7 @@ def check_resumable(checkpoint: Path, recipe: Recipe) -> None:
     saved_path = checkpoint / "recipe.yaml"
     if not saved_path.is_file():
         return
-    saved, current = _flatten(yaml.safe_load(saved_path.read_text()) or {}), _flatten(recipe_to_dict(recipe))
+    saved, current = _flatten(load_yaml(saved_path.read_text()) or {}), _flatten(recipe_to_dict(recipe))
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "output_dir")
     model_changes = [k for k in changed if k == "model.arch" or k.startswith("model.config.")]
     if model_changes:

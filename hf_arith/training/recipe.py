@@ -38,7 +38,7 @@ from hf_arith.data.specs import (
     TextSourceSpec,
     check_prepare,
 )
-from hf_arith.dataclass_yaml import allowed_keys, apply_overrides, build, parse_override
+from hf_arith.dataclass_yaml import allowed_keys, apply_overrides, build, load_yaml, parse_override
 from hf_arith.errors import RecipeError
 
 from .models import ModelSpec, check_model_config
@@ -252,7 +252,7 @@ def load_recipe(path: str | os.PathLike, overrides=()) -> Recipe:
             path.parent.is_dir() and any(path.parent.glob("*.yaml"))) else ""
         raise RecipeError(f"recipe file {str(path)!r} not found{hint}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
