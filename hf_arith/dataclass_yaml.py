@@ -217,6 +217,4 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
-
-
 __all__ = ["RecipeLoader", "allowed_keys", "apply_overrides", "build", "load_yaml", "parse_override"]

@@ -25,6 +25,11 @@ class AbacusConfig(PretrainedConfig):
         inject_every_layer (`bool`, defaults to `False`): with input injection, add the embedded input
             before every layer instead of every block application: the reference's "standard
             transformer with input injection" baseline (16×1, `forward_only_model_with_skip`).
+        initial_state_std (`float`, *optional*): with input injection, the recurrent state starts as
+            N(0, `initial_state_std`²) noise instead of zeros (`None`, the default): the reference's
+            `initial_hidden_randomized: True, state_init: embed` (std 0.02). As there, the noise is
+            drawn from torch's generator in training and inference alike (seed torch for repeatable
+            outputs); with a KV cache each position's noise is drawn once, when it is first processed.
         embedding_positions (`str`, defaults to `"abacus"`): position signal added to the token
             embeddings: `"abacus"`, `"learned"` (absolute, up to `max_position_embeddings`) or `"none"`.
         attention_positions (`str`, defaults to `"none"`): position signal inside attention:
@@ -89,6 +94,7 @@ class AbacusConfig(PretrainedConfig):
         num_recurrences: int = 2,
         input_injection: bool = True,
         inject_every_layer: bool = False,
+        initial_state_std: float | None = None,
         embedding_positions: str = "abacus",
         attention_positions: str = "none",
         digit_token_ids: list[int] | None = None,
@@ -124,6 +130,7 @@ class AbacusConfig(PretrainedConfig):
         self.num_recurrences = num_recurrences
         self.input_injection = input_injection
         self.inject_every_layer = inject_every_layer
+        self.initial_state_std = initial_state_std
         self.embedding_positions = embedding_positions
         self.attention_positions = attention_positions
         self.digit_token_ids = list(ARITH_DIGIT_TOKEN_IDS if digit_token_ids is None else digit_token_ids)
@@ -176,6 +183,11 @@ class AbacusConfig(PretrainedConfig):
             raise ValueError("num_hidden_layers and num_recurrences must both be at least 1")
         if self.inject_every_layer and not self.input_injection:
             raise ValueError("inject_every_layer=True needs input_injection=True (it says where to inject)")
+        if self.initial_state_std is not None and not (self.input_injection and self.initial_state_std > 0):
+            raise ValueError(
+                f"initial_state_std={self.initial_state_std} needs input_injection=True and a std above 0 "
+                "(without injection the state starts as the embeddings); or None for a zero state"
+            )
         if self.attention_logn_base is not None and self.attention_logn_base < 2:
             raise ValueError(
                 f"attention_logn_base={self.attention_logn_base}: the log-length scale needs a base of at least 2 "

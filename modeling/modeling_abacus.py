@@ -162,8 +162,9 @@ class AbacusModel(AbacusPreTrainedModel):
         """Applies the recurrent block for each recurrence index in `recurrences`; appends each layer
         application's output to `states` and its attention weights to `attentions` when given.
 
-        With input injection the state starts at zero and the embedded input is added before every
-        application, so recurrence 0 sees exactly the embeddings (1×1 is a plain decoder).
+        With input injection the state starts at zero (or small noise, `initial_state_std`) and the
+        embedded input is added before every application, so with a zero start recurrence 0 sees
+        exactly the embeddings (1×1 is a plain decoder).
         """
         num_layers, config = self.config.num_hidden_layers, self.config
         for r in recurrences:
@@ -178,7 +179,13 @@ class AbacusModel(AbacusPreTrainedModel):
         return hidden
 
     def initial_state(self, embedded):
-        return torch.zeros_like(embedded) if self.config.input_injection else embedded
+        """The state before recurrence 0: with input injection zeros, or N(0, std²) noise (the
+        reference's `state_init: embed`); without injection the embeddings themselves."""
+        if not self.config.input_injection:
+            return embedded
+        if self.config.initial_state_std is None:
+            return torch.zeros_like(embedded)
+        return torch.randn_like(embedded) * self.config.initial_state_std
 
     @can_return_tuple
     def forward(
@@ -335,7 +342,6 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         embedded, recurrences, layer_kwargs = self.model.prepare(
             input_ids, attention_mask, position_ids, None, inputs_embeds, abacus_positions, num_recurrences
         )
-        start = self.model.initial_state(embedded)
 
         def loss_of(hidden):
             logits = self.lm_head(self.model.finish(hidden))
@@ -347,11 +353,13 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             max_k = min(max_k, self.config.progressive_max_k)
         k = int(torch.randint(1, max_k + 1, ()))
         with torch.no_grad():
-            prefix = self.model.run_block(start, embedded, range(n), layer_kwargs)
+            prefix = self.model.run_block(self.model.initial_state(embedded), embedded, range(n), layer_kwargs)
         logits, loss = loss_of(self.model.run_block(prefix.detach(), embedded, range(n, n + k), layer_kwargs))
         loss = alpha * loss
         if alpha < 1:
-            logits, full_loss = loss_of(self.model.run_block(start, embedded, range(recurrences), layer_kwargs))
+            # A second start: a noise start is drawn per pass, as the reference's one call per loss term.
+            full = self.model.run_block(self.model.initial_state(embedded), embedded, range(recurrences), layer_kwargs)
+            logits, full_loss = loss_of(full)
             loss = loss + (1 - alpha) * full_loss
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 

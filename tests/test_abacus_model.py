@@ -323,13 +323,14 @@ def test_all_option_combinations_build():
 # The reference code's model (mcleish7/arithmetic, crammed-depthrecurrent), as options
 
 REFERENCE_OPTIONS = dict(embedding_norm=True, norm_position="post", layer_norm_bias=True, layer_norm_eps=1e-12,
-                         head="mlp", initializer="deepnet")
+                         head="mlp", initializer="deepnet", initial_state_std=0.02)
 
 
-def reference_code_logits(model: AbacusForCausalLM, input_ids, layer_order, inject_before) -> torch.Tensor:
-    """The reference's forward written out with torch ops: LayerNorm(tokens + Abacus), post-norm
-    layers (norm(x + f(x)), LayerNorms with bias), input injection by addition, then the MLP head,
-    a final LayerNorm, the untied d×d adapter and the vocabulary projection."""
+def reference_code_logits(model: AbacusForCausalLM, input_ids, layer_order, inject_before, initial_state):
+    """The reference's forward written out with torch ops: LayerNorm(tokens + Abacus), the state
+    started at `initial_state`, post-norm layers (norm(x + f(x)), LayerNorms with bias), input
+    injection by addition, then the MLP head, a final LayerNorm, the untied d×d adapter and the
+    vocabulary projection."""
     m, eps = model.model, model.config.layer_norm_eps
     heads, d = model.config.num_attention_heads, model.config.hidden_size
     head_dim, seq = d // heads, input_ids.shape[1]
@@ -343,7 +344,7 @@ def reference_code_logits(model: AbacusForCausalLM, input_ids, layer_order, inje
 
     embedded = norm(m.embed_tokens(input_ids) + m.abacus.embedding(compute_abacus_positions(input_ids, DIGITS)),
                     m.embed_norm)
-    hidden = torch.zeros_like(embedded)
+    hidden = initial_state
     future = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)
     for step, index in enumerate(layer_order):
         if step in inject_before:
@@ -359,19 +360,42 @@ def reference_code_logits(model: AbacusForCausalLM, input_ids, layer_order, inje
     return hidden @ m.head_adapter.weight.T @ model.lm_head.weight.T
 
 
-def test_reference_options_compute_the_reference_forward():
-    model = tiny_model(num_hidden_layers=2, num_recurrences=2, **REFERENCE_OPTIONS)
+@pytest.mark.parametrize("initial_state_std", [0.02, None], ids=["noise-start", "zero-start"])
+def test_reference_options_compute_the_reference_forward(initial_state_std):
+    options = {**REFERENCE_OPTIONS, "initial_state_std": initial_state_std}
+    model = tiny_model(num_hidden_layers=2, num_recurrences=2, **options)
     with torch.no_grad():  # non-trivial norm parameters, so that a swapped weight or bias shows
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.add_(torch.randn_like(param) * 0.3)
     ids = ids_of("4321+987=")
+    shape = (1, ids.shape[1], model.config.hidden_size)
+
+    def start():  # the reference's `state_init: embed`: N(0, 1) * 0.02, drawn in every pass
+        torch.manual_seed(5)
+        return torch.zeros(shape) if initial_state_std is None else torch.randn(shape) * initial_state_std
+
     with torch.no_grad():
-        expected = reference_code_logits(model, ids, [0, 1, 0, 1], inject_before=(0, 2))
+        expected = reference_code_logits(model, ids, [0, 1, 0, 1], inject_before=(0, 2), initial_state=start())
+        torch.manual_seed(5)
         torch.testing.assert_close(model(ids).logits, expected, atol=1e-4, rtol=1e-4)
-        every = tiny_model(num_hidden_layers=3, num_recurrences=1, inject_every_layer=True, **REFERENCE_OPTIONS)
-        expected = reference_code_logits(every, ids, [0, 1, 2], inject_before=(0, 1, 2))
+        if initial_state_std is not None:
+            # Fresh noise on the next call, and noise large enough for a zero start to fail the check.
+            assert not torch.allclose(model(ids).logits, expected, atol=1e-4, rtol=1e-4)
+            zero_start = reference_code_logits(model, ids, [0, 1, 0, 1], inject_before=(0, 2),
+                                               initial_state=torch.zeros(shape))
+            assert not torch.allclose(zero_start, expected, atol=1e-4, rtol=1e-4)
+        every = tiny_model(num_hidden_layers=3, num_recurrences=1, inject_every_layer=True, **options)
+        expected = reference_code_logits(every, ids, [0, 1, 2], inject_before=(0, 1, 2), initial_state=start())
+        torch.manual_seed(5)
         torch.testing.assert_close(every(ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_noise_initial_state_needs_input_injection():
+    with pytest.raises(ValueError, match="initial_state_std.*input_injection=True"):
+        tiny_config(input_injection=False, initial_state_std=0.02)
+    with pytest.raises(ValueError, match="initial_state_std"):
+        tiny_config(initial_state_std=0.0)
 
 
 # The paper's counts (section 3, vocabulary 19) are rounded to the million; the reference code

@@ -97,6 +97,29 @@ def test_length_cells_are_uniform_over_the_grid(name):
     assert chi_square(counts, grid) < df + 6 * (2 * df) ** 0.5
 
 
+def test_uniform_length_sampling_keeps_the_random_stream_of_earlier_runs():
+    # Earlier runs drew la, lb with randint, then each operand: a recipe and seed reproduce them.
+    task, rng, ref = AdditionTask(max_digits=20), random.Random(7), random.Random(7)
+    for _ in range(200):
+        la, lb = ref.randint(1, 20), ref.randint(1, 20)
+        assert task.sample(rng) == task.format(uniform_int_of_length(ref, la), uniform_int_of_length(ref, lb))
+
+
+@pytest.mark.parametrize("name", ["addition", "multiplication"])
+def test_linear_length_sampling_weighs_each_length_by_its_rank(name):
+    task = get_task(name, min_digits=3, max_digits=6, length_sampling="linear")
+    rng = random.Random(3)
+    counts = Counter(n for _ in range(10_000) for n in task.sample(rng).lengths)
+    # Each operand independently: P(3, 4, 5, 6 digits) = 1, 2, 3, 4 tenths.
+    expected = {3: 0.1, 4: 0.2, 5: 0.3, 6: 0.4}
+    df = len(expected) - 1
+    chi = sum((counts[n] - 20_000 * p) ** 2 / (20_000 * p) for n, p in expected.items())
+    assert set(counts) == set(expected) and chi < df + 6 * (2 * df) ** 0.5
+    assert "length_sampling='linear'" in repr(task) and "length_sampling" not in repr(get_task(name))
+    with pytest.raises(ValueError, match="length_sampling 'longest'.*uniform"):
+        get_task(name, length_sampling="longest")
+
+
 def test_operands_are_uniform_within_their_length():
     rng = random.Random(2)
     assert {uniform_int_of_length(rng, 1) for _ in range(500)} == set(range(10))  # 0 is a 1-digit number

@@ -169,8 +169,9 @@ class DataSpec:
         kind: `"arithmetic"` (problems generated on the fly; example i is a pure function of the
             seed and i) or `"text"` (prepared fixed-length instances, OLMo).
         task: arithmetic task name: `addition`, `multiplication`, `sorting`.
-        task_args: keyword arguments of the task (e.g. `max_digits: 20`; sorting: `max_count`,
-            `max_digits`). The evaluation reads `max_digits` as the training region.
+        task_args: keyword arguments of the task (e.g. `max_digits: 20`; addition and
+            multiplication also `min_digits` and `length_sampling: uniform | linear`; sorting:
+            `max_count`, `max_digits`). The evaluation reads `max_digits` as the training region.
         path: text: the folder written by `hf-arith data prepare` (instances + manifest).
         tokenizer: text: tokenizer folder or Hub id. Arithmetic always uses the built-in
             character tokenizer.

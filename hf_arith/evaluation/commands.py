@@ -109,6 +109,7 @@ def run_eval(
     task = task or trained_task or "addition"
     dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
     model, tokenizer = load_model(model_dir, device)
+    torch.manual_seed(seed)  # a model drawing in its forward pass (`initial_state_std`) grades the same each run
     if abacus_offset is not None:
         set_abacus_offset(model, abacus_offset)
     result = evaluate_grid(
@@ -168,6 +169,7 @@ def run_generate(
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
     model, tokenizer = load_model(model_dir, device)
+    torch.manual_seed(0)  # the same answers on every call, also from a model drawing noise in its forward pass
     answers = answer(model, tokenizer, problems, num_recurrences=num_recurrences)
     for text in answers:
         print(text)

@@ -26,12 +26,20 @@ def reach(result: GridResult, threshold: float = 0.9) -> int:
         >>> reach(GridResult("addition", [1, 2, 3], [1, 2, 3], correct, np.full((3, 3), 10)))
         2
     """
+    return _reach_of(result.per_length()["max_length"], threshold)
+
+
+def _reach_of(by_length: dict[int, float], threshold: float = 0.9) -> int:
     longest = 0
-    for length, accuracy in result.per_length()["max_length"].items():
+    for length, accuracy in by_length.items():
         if accuracy < threshold:
             break
         longest = length
     return longest
+
+
+def _training_length(results: list[GridResult]) -> int:
+    return max(max(r.train_max) for r in results)
 
 
 def generalization_factor(result: GridResult, threshold: float = 0.9) -> float:
@@ -70,7 +78,7 @@ def default_columns(results: list[GridResult]) -> list[int]:
         ...                             train_max=(10, 10))])
         [11, 12, 13, 14, 15, 20, 25, 30, 35, 40]
     """
-    trained = max(max(r.train_max) for r in results)
+    trained = _training_length(results)
     longest = max(max(r.per_length()["max_length"], default=0) for r in results)
     near = list(range(trained + 1, min(trained + 5, longest) + 1))
     far = [n for n in range(5 * (trained // 5 + 2), longest + 1, 5) if n > trained + 5]
@@ -93,13 +101,14 @@ def comparison_table(results: list[GridResult], labels: list[str], columns: list
         | run | 1 | as trained | 97.5% (96.7) | 56.0 | 56.0 | 2 | 1.0 |
     """
     columns = default_columns(results) if columns is None else columns
-    trained = max(max(r.train_max) for r in results)
+    trained = _training_length(results)
     beyond = range(trained + 1, 2 * trained + 1)
     head = ["run", "offset", "R", f"≤{trained} (worst)", *map(str, columns), f"mean {beyond[0]}–{beyond[-1]}",
             "reach", "factor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for result, label in zip(results, labels, strict=True):
         by_length = result.per_length()["max_length"]
+        longest = _reach_of(by_length)
         inside = result.summary()["in_distribution"]["accuracy"]
         worst = min((a for n, a in by_length.items() if n <= trained), default=None)
         evaluated = [by_length[n] for n in beyond if n in by_length]  # the mean of what was evaluated
@@ -108,7 +117,7 @@ def comparison_table(results: list[GridResult], labels: list[str], columns: list
                  "" if inside is None else f"{100 * inside:.1f}% ({100 * worst:.1f})",
                  *(f"{100 * by_length[n]:.1f}" if n in by_length else "" for n in columns),
                  f"{100 * sum(evaluated) / len(evaluated):.1f}" if evaluated else "",
-                 str(reach(result)), f"{generalization_factor(result):.1f}"]
+                 str(longest), f"{longest / max(result.train_max):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,12 +140,13 @@ def plot_by_length(results: list[GridResult], labels: list[str], path: str | os.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(9, 4.8))
-    trained = max(max(r.train_max) for r in results)
+    trained = _training_length(results)
     ax.axvspan(0.5, trained + 0.5, color="green", alpha=0.08, label=f"training lengths (≤{trained})")
     ax.axhline(90, color="grey", linestyle="--", linewidth=1)
     for result, label in zip(results, labels, strict=True):
         by_length = result.per_length()["max_length"]
-        ax.plot(list(by_length), [100 * a for a in by_length.values()], marker=".", label=f"{label} (reach {reach(result)})")
+        ax.plot(list(by_length), [100 * a for a in by_length.values()], marker=".",
+                label=f"{label} (reach {_reach_of(by_length)})")
     ax.set_xlabel("operand length: max(len_a, len_b) (digits)")
     ax.set_ylabel("exact-match accuracy (%)")
     ax.set_ylim(-2, 102)

@@ -11,7 +11,7 @@ from .base import BinaryOperationTask
 
 
 class AdditionTask(BinaryOperationTask):
-    """Operands of `min_digits`..`max_digits` digits (paper: 1..20), every length pair equally likely.
+    """Operands of `min_digits`..`max_digits` digits (paper: 1..20), every length pair equally likely by default.
 
     Example:
         >>> import random

@@ -203,22 +203,38 @@ class Task:
 class BinaryOperationTask(Task):
     """Shared by addition and multiplication: `a OP b=` with reversed digits, answer reversed.
 
-    Operand lengths (len_a, len_b) are drawn uniformly from [min_digits, max_digits]^2, then each
-    operand uniformly among the numbers of exactly that length, so every grid cell is equally
-    frequent (short operands are not drowned by the 9x more numbers of each extra digit).
+    Each operand's length is drawn from [min_digits, max_digits], then the operand uniformly among
+    the numbers of exactly that length, so short operands are not drowned by the 9x more numbers of
+    each extra digit. `length_sampling` chooses the length distribution:
+
+    - "uniform" (the paper's, SPEC "Data format"): every (len_a, len_b) cell equally frequent;
+    - "linear": P(length n) proportional to n - min_digits + 1, so the longest, hardest lengths of
+      the training range are seen most (10 digits 10x as often as 1 digit at max_digits=10).
+      A study option (README, "Length-generalisation study"); the evaluation grid draws per cell
+      (`sample(rng, lengths)`) and never uses it.
+
     Subclasses set `name`, `operator`, `default_max_digits`, `apply` and `answer_digits`.
+
+    Raises:
+        ValueError: a length range that is not 1 <= min_digits <= max_digits, or an unknown
+            `length_sampling`.
     """
 
     operator = ""
     default_max_digits = 20
+    length_samplings = ("uniform", "linear")
 
-    def __init__(self, min_digits: int = 1, max_digits: int | None = None):
+    def __init__(self, min_digits: int = 1, max_digits: int | None = None, length_sampling: str = "uniform"):
         max_digits = self.default_max_digits if max_digits is None else max_digits
         check_length_range(min_digits, max_digits, "operand digits")
-        self.min_digits, self.max_digits = min_digits, max_digits
+        if length_sampling not in self.length_samplings:
+            raise ValueError(f"unknown length_sampling {length_sampling!r}; choose one of "
+                             f"{list(self.length_samplings)} ('uniform' is the paper's)")
+        self.min_digits, self.max_digits, self.length_sampling = min_digits, max_digits, length_sampling
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(min_digits={self.min_digits}, max_digits={self.max_digits})"
+        sampling = "" if self.length_sampling == "uniform" else f", length_sampling={self.length_sampling!r}"
+        return f"{type(self).__name__}(min_digits={self.min_digits}, max_digits={self.max_digits}{sampling})"
 
     def apply(self, a: int, b: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -291,11 +307,14 @@ class BinaryOperationTask(Task):
             >>> AdditionTask().sample(random.Random(0), lengths=(3, 2)).lengths
             (3, 2)
         """
-        if lengths is None:
-            la, lb = rng.randint(self.min_digits, self.max_digits), rng.randint(self.min_digits, self.max_digits)
-        else:
-            la, lb = lengths
+        la, lb = (self._draw_length(rng), self._draw_length(rng)) if lengths is None else lengths
         return self.format(uniform_int_of_length(rng, la), uniform_int_of_length(rng, lb))
+
+    def _draw_length(self, rng: random.Random) -> int:
+        if self.length_sampling == "uniform":  # randint keeps the random stream of earlier runs
+            return rng.randint(self.min_digits, self.max_digits)
+        span = range(self.min_digits, self.max_digits + 1)
+        return rng.choices(span, weights=range(1, len(span) + 1))[0]
 
     def format(self, a: int, b: int) -> Example:
         """The example for Python ints `a` and `b` (normal values, reversed here).

@@ -12,7 +12,7 @@ from .base import BinaryOperationTask
 
 
 class MultiplicationTask(BinaryOperationTask):
-    """Operands of `min_digits`..`max_digits` digits (paper: 1..15), every length pair equally likely.
+    """Operands of `min_digits`..`max_digits` digits (paper: 1..15), every length pair equally likely by default.
 
     Example:
         >>> task = MultiplicationTask()
