@@ -360,6 +360,11 @@ def test_check_remote_code_refuses_io_and_foreign_imports(tmp_path, code, offenc
         check_remote_code(tmp_path)
 
 
+def test_check_remote_code_of_a_missing_folder_is_an_error_not_a_pass(tmp_path):
+    with pytest.raises(HfArithError, match="no such folder"):
+        check_remote_code(tmp_path / "nowhere")
+
+
 def test_the_card_of_a_local_folder(untrained_run, tmp_path, capsys):
     assert main(["publish", str(untrained_run), "--repo-id", "me/abacus-addition", "--local-dir",
                  str(tmp_path / "out"), "--license", "mit", "--dataset", "me/addition-eval"]) == 0

@@ -139,7 +139,8 @@ def plot_by_length(results: list[GridResult], labels: list[str], path: str | os.
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 20 distinct colours; the default has 10
     trained = _training_length(results)
     ax.axvspan(0.5, trained + 0.5, color="green", alpha=0.08, label=f"training lengths (≤{trained})")
     ax.axhline(90, color="grey", linestyle="--", linewidth=1)
@@ -151,7 +152,7 @@ def plot_by_length(results: list[GridResult], labels: list[str], path: str | os.
     ax.set_ylabel("exact-match accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a line
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -28,7 +28,7 @@ def check_remote_code(folder: str | os.PathLike) -> list[Path]:
     import only `REMOTE_CODE_IMPORTS` and sibling files, and use none of `open`, `exec`, `eval`, ..., `torch.load`/`save`, `torch.hub`, transformers' Hub helpers:
     it computes, and touches neither network nor disk. A guard against accidents in our own code
     (it reads the source; it is not a sandbox). Returns the files checked; `HfArithError` names the
-    first offence.
+    first offence, or a folder that does not exist (checking nothing is not a pass).
 
     Example:
         >>> import tempfile
@@ -44,6 +44,8 @@ def check_remote_code(folder: str | os.PathLike) -> list[Path]:
         hf_arith.errors.HfArithError: extra.py:1: imports os; the code published with a model may import only ...
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise HfArithError(f"{folder}: no such folder; give the folder whose model code is checked")
     files = sorted(folder.rglob("*.py"))
     siblings = {p.stem for p in files}
     for path in files:
