@@ -13,9 +13,10 @@ from hf_arith.modeling.layers import CACHE_NAME
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
 
 from hf_arith.evaluation.generate import answer
-from hf_arith.evaluation.grid import answer_token_budget, evaluate_equal_lengths, evaluate_grid
+from hf_arith.evaluation.grid import evaluate_equal_lengths, evaluate_grid
 from hf_arith.evaluation.lengths import cells_of, parse_lengths, parse_range
 from hf_arith.evaluation.results import GridResult
+from hf_arith.tasks import AdditionTask
 from hf_arith.tokenization import build_arith_tokenizer
 
 
@@ -113,7 +114,7 @@ def test_never_stopping_is_wrong(tokenizer):
     result = evaluate_grid(oracle, tokenizer, "addition", [3], samples=3, progress=False)
     assert result.summary()["overall"]["accuracy"] == 0.0
     assert result.failures[0]["stopped_at_eos"] is False
-    assert oracle.calls[0]["max_new_tokens"] == answer_token_budget("addition", (3, 3)) == 5
+    assert oracle.calls[0]["max_new_tokens"] == AdditionTask().answer_budget((3, 3)) == 5  # 999 + 999: 4 digits, then EOS
 
 
 def test_multiplication_grid_and_budget(tokenizer):

@@ -388,6 +388,26 @@ def test_the_card_of_a_local_folder(untrained_run, tmp_path, capsys):
     assert published.read_bytes() == (untrained_run / "eval" / "results.json").read_bytes()
 
 
+@pytest.mark.parametrize("positions, line", [
+    # 40 rows (0..39) at inference offset 4: a number's digit i (1-based) uses row i + 4 <= 39.
+    ({"abacus_num_positions": 40, "abacus_eval_offset": 4}, "| longest number | 35 digits (the Abacus table has 40 rows) |"),
+    ({"embedding_positions": "none", "attention_positions": "rope"}, None),  # no table, so no limit to state
+])
+def test_the_card_states_the_longest_number_only_for_an_abacus_table(tmp_path, positions, line):
+    from hf_arith.evaluation.results import GridResult
+    from hf_arith.hub import find_run, render_card
+    from hf_arith.modeling import AbacusConfig
+
+    AbacusConfig(**positions).save_pretrained(tmp_path / "final")
+    GridResult("addition", [1], [1], [[1]], [[1]]).to_json(tmp_path / "eval" / "results.json")
+    content = render_card(find_run(tmp_path), json.loads((tmp_path / "final" / "config.json").read_text()),
+                          "me/abacus").content
+    if line is None:
+        assert "longest number" not in content and "have no Abacus position" not in content
+    else:
+        assert line in content and "Numbers longer than 35 digits" in content
+
+
 @pytest.mark.parametrize("data, region", [
     ({"task": "sorting", "task_args": {"max_count": 5, "max_digits": 8}}, [5, 8]),
     ({"task": "addition", "task_args": {"max_digits": 2}}, [2, 2]),

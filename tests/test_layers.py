@@ -15,7 +15,7 @@ PACKAGE = ROOT / "hf_arith"
 
 # Bottom to top; a module may import from its own layer and any layer below it.
 LAYERS = [
-    {"errors", "atomic", "dataclass_yaml", "model_files", "modeling"},  # foundations, and the Hub code
+    {"errors", "atomic", "dataclass_yaml", "model_files", "plotting", "modeling"},  # foundations, and the Hub code
     {"tasks"},
     {"tokenization"},
     {"data"},

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from hf_arith.errors import HfArithError
+from hf_arith.plotting import pyplot, save_png
 
 from .results import GridResult
 
@@ -117,7 +118,7 @@ def comparison_table(results: list[GridResult], labels: list[str], columns: list
                  "" if inside is None else f"{100 * inside:.1f}% ({100 * worst:.1f})",
                  *(f"{100 * by_length[n]:.1f}" if n in by_length else "" for n in columns),
                  f"{100 * sum(evaluated) / len(evaluated):.1f}" if evaluated else "",
-                 str(longest), f"{longest / max(result.train_max):.1f}"]
+                 str(longest), f"{generalization_factor(result):.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -132,13 +133,7 @@ def plot_by_length(results: list[GridResult], labels: list[str], path: str | os.
         >>> plot_by_length([result], ["run"], Path(tempfile.mkdtemp()) / "compare.png").name
         'compare.png'
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(12, 4.8))
     ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 20 distinct colours; the default has 10
     trained = _training_length(results)
@@ -154,9 +149,7 @@ def plot_by_length(results: list[GridResult], labels: list[str], path: str | os.
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a line
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi)
 
 
 def compare(paths: list[str | os.PathLike], labels: list[str] | None = None, out: str | os.PathLike | None = None,

@@ -49,7 +49,7 @@ def answer(
     ValueError: problem '11111111111111111111+1': its numbers (and answer) need up to 21 digit positions, ...
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
-    capacity = abacus_capacity(model)
+    capacity = abacus_capacity(model.config)
     prompts, budgets = [], []
     for problem in problems:
         # `raise ... from None`: the message already says everything; a chained traceback from the

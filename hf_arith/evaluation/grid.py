@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,51 +42,42 @@ DEFAULT_EVAL_SEED = 1234
 MAX_FAILURES_KEPT = 50
 
 
-def answer_token_budget(task, lengths: Sequence[int]) -> int | None:
-    """New tokens that suffice for the longest possible answer of a cell, plus its EOS: the
-    task's `answer_budget`. `None` for tasks it does not know.
-
-    Example:
-        >>> answer_token_budget("addition", (3, 5)), answer_token_budget("multiplication", (3, 5))
-        (7, 9)
-        >>> answer_token_budget("sorting", (4, 10))  # "a,b,c,d" then EOS
-        8
-    """
-    known = known_task(task)
-    return None if known is None else known.answer_budget(lengths)
+def _field(config, name: str, default=None):
+    """A field of a model config: a `PretrainedConfig` or its config.json read as a dict."""
+    return config.get(name, default) if isinstance(config, Mapping) else getattr(config, name, default)
 
 
 def uses_abacus(config) -> bool:
-    """Whether a model config adds Abacus positions to digits: the Abacus model's
-    `embedding_positions: abacus`, or OLMo's `abacus: true`.
+    """Whether a model config (a `PretrainedConfig` or its config.json dict) adds Abacus
+    positions to digits: the Abacus model's `embedding_positions: abacus`, or OLMo's `abacus: true`.
 
     Example:
         >>> from hf_arith.modeling import AbacusConfig, ArithOlmoConfig
         >>> uses_abacus(ArithOlmoConfig(abacus=True, digit_token_ids=list(range(4, 14)))), uses_abacus(AbacusConfig())
         (True, True)
-        >>> uses_abacus(ArithOlmoConfig())
-        False
+        >>> uses_abacus(ArithOlmoConfig()), uses_abacus({"model_type": "olmo"})
+        (False, False)
     """
-    return getattr(config, "embedding_positions", None) == "abacus" or bool(getattr(config, "abacus", False))
+    return _field(config, "embedding_positions") == "abacus" or bool(_field(config, "abacus", False))
 
 
-def abacus_capacity(model) -> int | None:
-    """The longest number (in digits) the model's Abacus table can position, or `None` when the
-    model has no Abacus embedding.
+def abacus_capacity(config) -> int | None:
+    """The longest number (in digits) a model's Abacus table can position, or `None` when the
+    model has no Abacus embedding (or no config). `config`: a `PretrainedConfig`, or its
+    config.json read as a dict (the model card's case).
 
     Row `position + eval_offset` must exist, and rows run 0..abacus_num_positions-1.
 
     Example:
-        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
-        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
-        ...                                        num_hidden_layers=1, num_recurrences=1))
-        >>> abacus_capacity(model)  # 256 rows, offset 0
+        >>> from hf_arith.modeling import AbacusConfig
+        >>> abacus_capacity(AbacusConfig())  # 256 rows, offset 0
         255
+        >>> abacus_capacity({"embedding_positions": "abacus", "abacus_num_positions": 64, "abacus_eval_offset": 3})
+        60
     """
-    config = getattr(model, "config", None)
     if config is None or not uses_abacus(config):
         return None
-    return int(config.abacus_num_positions) - 1 - int(getattr(config, "abacus_eval_offset", 0))
+    return int(_field(config, "abacus_num_positions")) - 1 - int(_field(config, "abacus_eval_offset", 0))
 
 
 def training_region(task, task_args: dict | None = None) -> tuple[int, int]:
@@ -178,7 +169,7 @@ def check_abacus_capacity(model, task, cells: Iterable[tuple[int, int]]) -> None
         ...
         ValueError: addition cells up to 300x300 put numbers of up to 301 digits through the model, ...
     """
-    capacity = abacus_capacity(model)
+    capacity = abacus_capacity(getattr(model, "config", None))
     if capacity is None:
         return
     task_obj = resolve_task(task)
@@ -404,7 +395,6 @@ __all__ = [
     "DEFAULT_EVAL_SEED",
     "abacus_capacity",
     "abacus_offset_of",
-    "answer_token_budget",
     "build_cells",
     "check_abacus_capacity",
     "default_train_max",

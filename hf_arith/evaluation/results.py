@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_arith.plotting import pyplot, save_png
 from hf_arith.tasks import Task, known_task
 
 # Bumped whenever a key of `GridResult.to_dict` changes meaning.
@@ -232,14 +233,9 @@ class GridResult:
             >>> result.heatmap(Path(tempfile.mkdtemp()) / "heatmap.png").name
             'heatmap.png'
         """
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only; never needs a display
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         from matplotlib.patches import Rectangle
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         acc = self.accuracy
         y_label, x_label = self.axis_labels()
 
@@ -264,7 +260,7 @@ class GridResult:
         else:
             rows, cols = acc.shape
             fig, ax = plt.subplots(figsize=(min(4 + 0.22 * cols, 20), min(3.2 + 0.2 * rows, 18)))
-            cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")  # grey: not evaluated
+            cmap = plt.colormaps["viridis"].with_extremes(bad="lightgrey")  # grey: not evaluated
             image = ax.imshow(np.ma.masked_invalid(acc), cmap=cmap, vmin=0, vmax=1, origin="lower",
                               aspect="auto", interpolation="nearest")
             fig.colorbar(image, ax=ax, label="exact-match accuracy")
@@ -289,9 +285,7 @@ class GridResult:
                 ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
         ax.set_title(self.title(), fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
-        return path
+        return save_png(fig, path, dpi)
 
     def table(self) -> str:
         """A short plain-text summary: the three pooled numbers and accuracy by max length.

@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from hf_arith.evaluation.grid import training_region
+from hf_arith.evaluation.grid import abacus_capacity, training_region
 from hf_arith.model_files import read_saved_recipe
 from hf_arith.tasks import get_task
 from hf_arith.training.metrics_log import read_metrics
@@ -208,7 +208,7 @@ def render_card(run: RunFiles, published: dict, repo_id: str, license: str = "ap
         example=_example(task, task_args) if task else None, eos_token=_eos_text(run.model_dir),
         evaluations=evaluations, in_loop=in_loop, training=training_summary(recipe, run.metrics),
         parameters=_parameter_count(run.model_dir), files=files or {},
-        capacity=config.get("abacus_num_positions", 0) - 1 - config.get("abacus_eval_offset", 0),
+        capacity=abacus_capacity(config),
     )
 
 

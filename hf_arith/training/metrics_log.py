@@ -8,7 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from hf_arith.atomic import replaced_atomically, write_text_atomically
+from hf_arith.atomic import write_text_atomically
+from hf_arith.plotting import pyplot, save_png
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -61,11 +62,7 @@ def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> P
     records = [r for r in read_metrics(metrics_path) if "loss" in r]
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, [r["loss"] for r in records], color="tab:blue", label="train loss")
@@ -78,11 +75,7 @@ def plot_loss(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> P
     lr_ax.set_ylabel("learning rate")
     ax.set_title(Path(metrics_path).parent.name)
     fig.tight_layout()
-    out_path = Path(out_path)
-    with replaced_atomically(out_path) as tmp:  # never a half-written image
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out_path
+    return save_png(fig, out_path)
 
 
 __all__ = ["plot_loss", "read_metrics", "truncate_metrics"]
