@@ -135,6 +135,10 @@ class FireBias(nn.Module):
     `b(i, j) = MLP(psi(i - j) / (psi(max(i, L)) + 1e-6))` with `psi(x) = log(|c x| + 1)`, an MLP
     1 -> 32 -> ReLU -> heads, learned `c` (init 0.1) and threshold `L = |s| · 512` with a learned
     multiplier `s` (init 1): under Adam a multiplier moves L hundreds of times faster than L itself.
+
+    `c` and `s` have shape (1,), not (): FSDP2 and DeepSpeed ZeRO shard every parameter along a
+    dimension and refuse 0-dim ones. Weights saved as scalars (hf-arith before 2026-12-08) still
+    load; `PreTrainedModel` subclasses reshape them in `_load_legacy_fire_scalars`.
     """
 
     THRESHOLD = 512.0
@@ -142,8 +146,16 @@ class FireBias(nn.Module):
     def __init__(self, num_heads: int, mlp_width: int = 32):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(1, mlp_width), nn.ReLU(), nn.Linear(mlp_width, num_heads))
-        self.c = nn.Parameter(torch.tensor(0.1))
-        self.threshold_scale = nn.Parameter(torch.tensor(1.0))
+        self.c = nn.Parameter(torch.tensor([0.1]))
+        self.threshold_scale = nn.Parameter(torch.tensor([1.0]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # `load_state_dict` (checkpoints, peft, hand-made loads) of weights saved as scalars.
+        for name in ("c", "threshold_scale"):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == 0:
+                state_dict[prefix + name] = value.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def psi(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log(torch.abs(self.c.float() * x) + 1)

@@ -14,7 +14,9 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from hf_arith.convert import generation_config_for, to_native
 from hf_arith.errors import HfArithError
@@ -42,7 +44,16 @@ def load_model(model_dir: Path):
         raise HfArithError(f"{model_dir} holds a {model_type!r} model; publish knows abacus and OLMo models "
                            f"(model_type {', '.join(repr(t) for t in CARD_TEMPLATES)})")
     cls = CAUSAL_LMS.get(model_type, AutoModelForCausalLM)  # transformers' own olmo loads as itself
-    model, info = cls.from_pretrained(model_dir, output_loading_info=True)
+    # Mismatched sizes are loaded (not refused) so that `_restore_legacy_scalars` can reshape FIRE's
+    # scalars saved by older releases; any other mismatch is refused below.
+    # transformers' load report would call them re-initialised; missing keys are reported below.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(model_dir, output_loading_info=True, ignore_mismatched_sizes=True)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    _restore_legacy_scalars(model, model_dir, info.get("mismatched_keys") or [])
     if info.get("missing_keys"):  # transformers would initialise them afresh and publish that
         missing = sorted(info["missing_keys"])
         fix = ("`hf-arith convert` it to the current layout first (`--to ours`)" if model_type == "arith_olmo"
@@ -50,6 +61,26 @@ def load_model(model_dir: Path):
         raise HfArithError(f"{model_dir} lacks tensors this hf-arith's {model_type} model has ({', '.join(missing[:3])}"
                            f"{', ...' if len(missing) > 3 else ''}); {fix}")
     return model.eval()
+
+
+def _restore_legacy_scalars(model, model_dir: Path, mismatched) -> None:
+    """Copies into `model` the tensors saved as 0-dim scalars where the model now has shape (1,)
+    (FIRE's `c` and `threshold_scale` before 2026-12-08); transformers' loader re-initialises
+    them instead, and has no public hook for a reshape. Any other size mismatch is an error."""
+    wrong = [(name, tuple(saved), tuple(now)) for name, saved, now in mismatched
+             if not (tuple(saved) == () and tuple(now) == (1,))]
+    if wrong:
+        name, saved, now = wrong[0]
+        raise HfArithError(f"{model_dir} holds {name} with shape {saved}, but this hf-arith's model has {now}; "
+                           f"load it with its own code (AutoModelForCausalLM with trust_remote_code=True)")
+    if not mismatched:
+        return
+    files = sorted(model_dir.glob("*.safetensors"))
+    params = dict(model.named_parameters())
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            for name in set(f.keys()) & {name for name, _, _ in mismatched}:
+                params[name].data.copy_(f.get_tensor(name).reshape(1))
 
 
 def load_tokenizer(model_dir: Path):

@@ -1,0 +1,306 @@
+"""Pieces of the Abacus looped decoder, and what both models share: Abacus positions, the names
+of the KV cache, save and generation behaviour.
+
+This file travels to the Hub next to the model files, so it imports only torch and transformers.
+What is transformers' own (the attention interface and its eager kernel, cache classes,
+gradient checkpointing, the loss) is imported, so that upstream changes land upstream; what is
+written here is Abacus's own: Abacus positions, FIRE, the looped cache layout and the mask that
+FIRE adds to. Both configs name the Abacus fields alike: `abacus_num_positions`, `abacus_max_k`,
+`abacus_offset_mode`, `abacus_eval_offset`, `digit_token_ids`.
+"""
+
+import math
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, eager_attention_forward
+
+# transformers 5.24 renamed the KV cache's forward keyword and output field from `past_key_values`
+# to `cache`; `generate` passes and reads the installed release's name. Saved models run under any
+# release, so this is the one place that knows both names: forwards accept either (`either_cache`)
+# and return it under the installed one (`CACHE_NAME`).
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def either_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache given under either name; `ValueError` if both are given."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("pass the KV cache once, as `cache` or as `past_key_values`, not both")
+    return past_key_values if cache is None else cache
+
+
+class GatedMLP(nn.Module):
+    """`down(act(gate(x)) * up(x))`; SwiGLU with `silu`, gated GELU with `gelu`.
+
+    Gate and up are one fused matmul (`gate_up_proj`, gate rows first): one larger GEMM is faster
+    than two small ones, most of all on CPU.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate-half (NeoX) RoPE; cos/sin computed in fp32 from `position_ids`.
+
+    The frequencies are recomputed per call rather than kept in a buffer: it costs head_dim/2
+    values and leaves no non-persistent buffer to re-create when `from_pretrained` builds the
+    model on the meta device.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.theta = config.rope_theta
+
+    @torch.no_grad()
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float, device=position_ids.device) / self.head_dim
+        inv_freq = 1.0 / (self.theta**exponents)
+        freqs = position_ids[..., None].float() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+
+def compute_abacus_positions(input_ids: torch.LongTensor, digit_token_ids: list[int]) -> torch.LongTensor:
+    """The Abacus position of every token: its 1-based index in its run of consecutive digits, 0 for
+    non-digits.
+
+    Example:
+        >>> ids = torch.tensor([[5, 6, 14, 7, 8, 9, 18]])  # "12+345=" in the hf-arith vocabulary
+        >>> compute_abacus_positions(ids, list(range(4, 14))).tolist()
+        [[1, 2, 0, 1, 2, 3, 0]]
+    """
+    is_digit = torch.isin(input_ids, torch.tensor(digit_token_ids, device=input_ids.device))
+    digits_so_far = is_digit.long().cumsum(-1)
+    # Count of digits up to the last non-digit token: where the current run started.
+    run_start = torch.where(is_digit, 0, digits_so_far).cummax(-1).values
+    return (digits_so_far - run_start) * is_digit
+
+
+class AbacusEmbedding(nn.Module):
+    """A learned row per Abacus position; training shifts digit positions by a random offset k so
+    that rows beyond the training lengths are trained too."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.abacus_num_positions, config.hidden_size)
+
+    def offset(self, positions: torch.LongTensor) -> torch.LongTensor:
+        config = self.config
+        if self.training:
+            rows = positions.shape[0] if config.abacus_offset_mode == "per_example" else 1
+            k = torch.randint(0, config.abacus_max_k + 1, (rows, 1)).to(positions.device)
+        else:
+            k = config.abacus_eval_offset
+        return torch.where(positions > 0, positions + k, 0)
+
+    def forward(self, positions: torch.LongTensor | None, input_ids: torch.LongTensor | None = None) -> torch.Tensor:
+        """Abacus vectors (batch, seq, hidden) for `positions` (before any offset), computed from
+        `input_ids` when not given (`generate` gives them: a cached step sees only new tokens)."""
+        if positions is None:
+            if input_ids is None:
+                raise ValueError("Abacus embeddings need input_ids or abacus_positions")
+            positions = compute_abacus_positions(input_ids, self.config.digit_token_ids)
+        rows = self.offset(positions)
+        if rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
+            longest = int(positions.max())
+            raise ValueError(
+                f"a number of {longest} digits needs Abacus row {int(rows.max())}, but the table has "
+                f"{self.config.abacus_num_positions} rows (offset up to {self.config.abacus_max_k} in training, "
+                f"{self.config.abacus_eval_offset} at inference); use shorter operands, or train a model with a "
+                f"larger `abacus_num_positions`"
+            )
+        return self.embedding(rows)
+
+
+class FireBias(nn.Module):
+    """FIRE (Li et al. 2023): a learned attention bias from normalised relative distance, as the
+    reference code (mcleish7/arithmetic `embeddings.py`, `FIRE`) computes it.
+
+    `b(i, j) = MLP(psi(i - j) / (psi(max(i, L)) + 1e-6))` with `psi(x) = log(|c x| + 1)`, an MLP
+    1 -> 32 -> ReLU -> heads, learned `c` (init 0.1) and threshold `L = |s| · 512` with a learned
+    multiplier `s` (init 1): under Adam a multiplier moves L hundreds of times faster than L itself.
+    """
+
+    THRESHOLD = 512.0
+
+    def __init__(self, num_heads: int, mlp_width: int = 32):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, mlp_width), nn.ReLU(), nn.Linear(mlp_width, num_heads))
+        self.c = nn.Parameter(torch.tensor(0.1))
+        self.threshold_scale = nn.Parameter(torch.tensor(1.0))
+
+    def psi(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.abs(self.c.float() * x) + 1)
+
+    def forward(self, query_positions: torch.Tensor, query_cache_index: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Bias of shape (batch, heads, q, kv).
+
+        `query_positions` (batch, q) are token positions that ignore left padding, so the normaliser
+        `max(i, L)` does not depend on padding; the distance `i - j` is measured in cache slots
+        (`query_cache_index`, (q,)), where padding cancels out.
+        """
+        key_index = torch.arange(kv_len, device=query_positions.device)
+        distance = (query_cache_index[:, None] - key_index[None, :]).clamp(min=0).float()
+        threshold = self.threshold_scale.float().abs() * self.THRESHOLD
+        normaliser = self.psi(torch.maximum(query_positions.float(), threshold)) + 1e-6
+        features = self.psi(distance)[None] / normaliser[..., None]  # fp32, then the MLP's dtype
+        return self.mlp(features.unsqueeze(-1).to(self.mlp[0].weight.dtype)).permute(0, 3, 1, 2)
+
+
+def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device) -> torch.Tensor:
+    """Additive mask (batch, 1, q, past + q): 0 where a query may attend, dtype-min elsewhere.
+
+    Built here instead of with `transformers.masking_utils` because FIRE adds a learned bias to
+    it per layer and the looped cache holds more entries than there are layers.
+    """
+    kv_len = past_len + q_len
+    query_index = torch.arange(past_len, kv_len, device=device)
+    allowed = query_index[:, None] >= torch.arange(kv_len, device=device)[None, :]
+    allowed = allowed[None, None].expand(batch_size, 1, q_len, kv_len)
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, None, -kv_len:].bool()
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention, no biases, through transformers' attention interface.
+
+    q, k and v are one fused projection (`qkv_proj`, in that order) for speed. Position signal
+    inside attention: RoPE (`position_embeddings` = cos, sin), FIRE (a bias per layer) or none;
+    optionally a log-length temperature on the queries (`attention_logn_base`).
+    """
+
+    is_causal = True
+
+    def __init__(self, config, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.num_key_value_groups = 1
+        self.scaling = self.head_dim**-0.5
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.fire = FireBias(config.num_attention_heads) if config.attention_positions == "fire" else None
+
+    def logn_scale(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """max(1, log n / log base) for a query that sees n = position + 1 keys, as (batch, 1, q, 1)."""
+        keys_seen = (position_ids + 1).float()
+        scale = keys_seen.log() / math.log(self.config.attention_logn_base)
+        return scale.clamp(min=1.0)[:, None, :, None]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        cache_index: int | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(output, weights)`; weights (batch, heads, q, kv) only with `output_attentions`, for
+        which the eager kernel runs whatever `config._attn_implementation` says."""
+        batch, q_len, _ = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states)
+        query, key, value = qkv.view(batch, q_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+        if position_embeddings is not None:  # rotated in fp32 (cos/sin are), then back to the model's dtype
+            rotated = apply_rotary_pos_emb(query.float(), key.float(), *position_embeddings)
+            query, key = (t.to(value.dtype) for t in rotated)
+        if self.config.attention_logn_base is not None:
+            query = query * self.logn_scale(position_ids).to(query.dtype)
+        if past_key_values is not None:
+            slot = self.layer_idx if cache_index is None else cache_index
+            key, value = past_key_values.update(key, value, slot)
+        if self.fire is not None:
+            kv_len = key.shape[2]
+            cache_slots = torch.arange(kv_len - q_len, kv_len, device=query.device)
+            attention_mask = attention_mask + self.fire(position_ids, cache_slots, kv_len).to(query.dtype)
+
+        attention_interface = eager_attention_forward
+        if self.config._attn_implementation != "eager" and not output_attentions:
+            attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
+        output, weights = attention_interface(self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0)
+        return self.o_proj(output.reshape(batch, q_len, -1)), weights
+
+
+class DecoderLayer(GradientCheckpointingLayer):
+    """Attention + gated MLP with residuals, normalised before (pre-norm) or after (post-norm)."""
+
+    def __init__(self, config, layer_idx: int, norm_factory):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attn = Attention(config, layer_idx)
+        self.mlp = GatedMLP(config)
+        self.input_layernorm = norm_factory()
+        self.post_attention_layernorm = norm_factory()
+
+    def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(hidden_states, attention weights or None)`."""
+        if self.pre_norm:
+            attended, weights = self.self_attn(self.input_layernorm(hidden_states), **attention_kwargs)
+            hidden_states = hidden_states + attended
+            return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states)), weights
+        attended, weights = self.self_attn(hidden_states, **attention_kwargs)
+        hidden_states = self.input_layernorm(hidden_states + attended)
+        return self.post_attention_layernorm(hidden_states + self.mlp(hidden_states)), weights
+
+
+def ensure_cache_slots(cache: Cache, num_slots: int) -> None:
+    """Grows a cache to `num_slots` layers.
+
+    A looped block stores one entry per layer per recurrence, and the recurrence count may be
+    raised at inference, so `generate`'s cache (sized from the config) can be too short.
+    """
+    while len(cache.layers) < num_slots:
+        cache.layers.append(DynamicLayer())
+
+
+def padding_free_position_ids(attention_mask, q_len, past_len, device) -> torch.Tensor:
+    """Token positions that skip left padding (what `generate` passes), for direct calls."""
+    if attention_mask is None:
+        return torch.arange(past_len, past_len + q_len, device=device)[None]
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)[:, -q_len:]
+
+
+class CausalLMMixin:
+    """What both causal LMs add to `PreTrainedModel` and `GenerationMixin` (list it first among the
+    bases). The base model is `self.model`; its `abacus` is the Abacus embedding or None."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes `auto_map` only for the class being saved; name the base model too,
+        # so that `AutoModel` loads it (returning hidden states).
+        base = type(self.model)
+        module = base.__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": f"{module}.{base.__name__}"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        # A cached step sees only the new tokens, but a digit's Abacus position depends on the
+        # digits before it: compute positions on the whole sequence and keep the new ones.
+        if self.model.abacus is not None and inputs.get("input_ids") is not None:
+            new = inputs["input_ids"].shape[1]
+            inputs["abacus_positions"] = compute_abacus_positions(input_ids, self.config.digit_token_ids)[:, -new:]
+        return inputs
