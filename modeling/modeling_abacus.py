@@ -266,6 +266,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         cache: Cache | None = None,
+        progressive_depth: tuple[int, int] | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -278,6 +279,12 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         cache (`Cache`, *optional*): the KV cache, the name transformers >= 5.24 passes; the same as
             `past_key_values` (give one). The output returns it under the installed release's name.
         output_hidden_states, output_attentions: as `AbacusModel.forward` documents them.
+        progressive_depth (`tuple[int, int]`, *optional*): `(n, k)` of the progressive loss's
+            random-depth term (training with labels and `progressive_loss_alpha > 0`): n recurrences
+            without gradient, then k with. Drawn by `draw_progressive_depth` when omitted. Where
+            parameters are sharded (FSDP, DeepSpeed ZeRO-3) every process must apply the block
+            equally often, so hf-arith's trainer draws one depth per optimizer step and passes it
+            to every micro-batch.
 
         Example:
             >>> from hf_arith.modeling.tokenization_arith import ArithTokenizer
@@ -297,7 +304,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         if labels is not None and self.training and self.config.progressive_loss_alpha > 0:
             return self._progressive_forward(
                 input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences,
-                abacus_positions, num_items_in_batch,
+                abacus_positions, num_items_in_batch, progressive_depth,
             )
         outputs = self.model(
             input_ids=input_ids,
@@ -332,12 +339,24 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
         )
 
+    def draw_progressive_depth(self, generator: torch.Generator | None = None,
+                               num_recurrences: int | None = None) -> tuple[int, int]:
+        """`(n, k)` for the progressive loss: n ~ U{0..R-1} recurrences without gradient, then
+        k ~ U{1..R-n} (capped at `progressive_max_k`) with gradient, as the reference's
+        `forward_progressive` draws them; from `generator` (torch's default one when None)."""
+        recurrences = num_recurrences or self.config.num_recurrences
+        n = int(torch.randint(0, recurrences, (), generator=generator))
+        max_k = recurrences - n
+        if self.config.progressive_max_k is not None:
+            max_k = min(max_k, self.config.progressive_max_k)
+        return n, int(torch.randint(1, max_k + 1, (), generator=generator))
+
     def _progressive_forward(
         self, input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences, abacus_positions,
-        num_items_in_batch,
+        num_items_in_batch, progressive_depth=None,
     ) -> CausalLMOutputWithPast:
-        """(1-α)·L(R recurrences) + α·L(n recurrences without grad, then k with grad),
-        n ~ U{0..R-1}, k ~ U{1..R-n} (capped at `progressive_max_k`)."""
+        """(1-α)·L(R recurrences) + α·L(n recurrences without grad, then k with grad), with
+        `(n, k) = progressive_depth` or drawn by `draw_progressive_depth`."""
         alpha = self.config.progressive_loss_alpha
         embedded, recurrences, layer_kwargs = self.model.prepare(
             input_ids, attention_mask, position_ids, None, inputs_embeds, abacus_positions, num_recurrences
@@ -347,11 +366,10 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             logits = self.lm_head(self.model.finish(hidden))
             return logits, self._loss(logits, labels, num_items_in_batch)
 
-        n = int(torch.randint(0, recurrences, ()))
-        max_k = recurrences - n
-        if self.config.progressive_max_k is not None:
-            max_k = min(max_k, self.config.progressive_max_k)
-        k = int(torch.randint(1, max_k + 1, ()))
+        n, k = progressive_depth or self.draw_progressive_depth(num_recurrences=recurrences)
+        if not (0 <= n < recurrences and 1 <= k <= recurrences - n):
+            raise ValueError(f"progressive_depth=({n}, {k}) does not fit {recurrences} recurrences: "
+                             f"n must be in 0..{recurrences - 1} and k in 1..{recurrences} - n")
         with torch.no_grad():
             prefix = self.model.run_block(self.model.initial_state(embedded), embedded, range(n), layer_kwargs)
         logits, loss = loss_of(self.model.run_block(prefix.detach(), embedded, range(n, n + k), layer_kwargs))

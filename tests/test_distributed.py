@@ -165,6 +165,52 @@ def test_a_launch_whose_processes_did_not_join_is_refused(monkeypatch):
         check_launch(dropped)
 
 
+LAUNCHED = ["-m", "hf_arith", "train", "r.yaml", "--max-steps", "3"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/venv/bin/accelerate", "launch", "--cpu", "--config_file", str(LAUNCH / "deepspeed_zero2.yaml"),
+      "--num_processes", "2", *LAUNCHED], (2, True, None)),
+    (["/venv/bin/python", "-m", "accelerate.commands.launch", "--config_file", str(LAUNCH / "ddp.yaml"), *LAUNCHED],
+     (8, False, None)),  # the shipped configs say 8 (one per GPU) unless --num_processes says otherwise
+    (["accelerate-launch", "--config_file", str(LAUNCH / "single.yaml"), "--gradient_accumulation_steps", "4",
+      *LAUNCHED], (1, False, 4)),
+    (["/usr/bin/python3", "-m", "hf_arith", "train", "r.yaml"], None),  # plain hf-arith train
+    (["torchrun", "--nproc_per_node", "2", "train.py"], None),
+])
+def test_launch_request_reads_the_command_line_of_accelerate_launch(monkeypatch, argv, expected):
+    from hf_arith.training import distributed
+
+    monkeypatch.setattr(distributed, "_parent_command", lambda: argv)
+    request = distributed.launch_request()
+    got = None if request is None else (request.num_processes, request.cpu, request.gradient_accumulation_steps)
+    assert got == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cpu", "--config_file", str(LAUNCH / "deepspeed_zero2.yaml"), "--num_processes", "2"],
+     "error: accelerate launch asked for 2 processes but started 1: --cpu"),
+    (["--num_processes", "2"], "error: accelerate launch asked for 2 processes but started 1: Accelerate starts"),
+    (["--config_file", str(LAUNCH / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "bf16"],
+     "error: accelerate launch asks for --mixed_precision bf16 but the recipe trains with "
+     "train.mixed_precision='no'"),
+    (["--config_file", str(LAUNCH / "ddp.yaml"), "--num_processes", "2", "--gradient_accumulation_steps", "4"],
+     "error: accelerate launch asks for --gradient_accumulation_steps 4"),
+])
+@pytest.mark.slow
+def test_a_launch_that_is_not_what_was_asked_stops_with_one_line(tmp_path, args, message):
+    """Each of these used to train one process, or in fp32, or without the accumulation, and exit 0."""
+    (tmp_path / "r.yaml").write_text(json.dumps(abacus_recipe()))
+    home = tmp_path / "home"  # no default accelerate config: the bare `--num_processes 2` case
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *args, "--main_process_port", str(free_port()),
+         "-m", "hf_arith", "train", "r.yaml", "--output-dir", str(tmp_path / "run")],
+        env={**launch_env(), "HF_HOME": str(home)}, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "run" / "final").exists()
+
+
 def test_mixed_precision_policy_is_olmos():
     assert mixed_precision_policy("no") is None
     bf16 = mixed_precision_policy("bf16")

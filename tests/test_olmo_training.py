@@ -53,12 +53,12 @@ def expected_order(seed: int, instances: int, examples: int) -> list[int]:
 
 
 def read_trace(folder: Path) -> dict[int, list[int]]:
-    """step -> instance indices trained at that step, the processes' shares in rank order."""
+    """step -> instance indices trained at that step, the processes' micro-batches in order."""
     steps: dict[int, list[tuple[int, list[int]]]] = {}
     for file in sorted(folder.glob("rank*.jsonl")):
         for line in file.read_text().splitlines():
             record = json.loads(line)
-            steps.setdefault(record["step"], []).append((record["start"], record["instances"]))
+            steps.setdefault(record["step"], []).append((record["micro_batches"][0], record["instances"]))
     return {step: [i for _, part in sorted(shares) for i in part] for step, shares in sorted(steps.items())}
 
 

@@ -282,17 +282,17 @@ def poison_from(monkeypatch, first_bad: int):
 
     real, calls = trainer.train_step, []
 
-    def poisoned(accelerator, model, forward, batches, recipe):
+    def poisoned(accelerator, model, forward, batches, recipe, step):
         calls.append(1)
         if len(calls) < first_bad:
-            return real(accelerator, model, forward, batches, recipe)
+            return real(accelerator, model, forward, batches, recipe, step)
 
         def nan_forward(**kwargs):
             out = forward(**kwargs)
             out.loss = out.loss * float("nan")
             return out
 
-        return real(accelerator, model, nan_forward, batches, recipe)
+        return real(accelerator, model, nan_forward, batches, recipe, step)
 
     monkeypatch.setattr(trainer, "train_step", poisoned)
 
@@ -333,11 +333,11 @@ def test_a_short_streak_is_survived_and_counted(tmp_path, monkeypatch):
 
     real, calls = trainer.train_step, []
 
-    def two_bad_steps(accelerator, model, forward, batches, recipe):
+    def two_bad_steps(accelerator, model, forward, batches, recipe, step):
         calls.append(1)
         if len(calls) not in (3, 4):
-            return real(accelerator, model, forward, batches, recipe)
-        return real(accelerator, model, lambda **kw: _nan_loss(forward(**kw)), batches, recipe)
+            return real(accelerator, model, forward, batches, recipe, step)
+        return real(accelerator, model, lambda **kw: _nan_loss(forward(**kw)), batches, recipe, step)
 
     monkeypatch.setattr(trainer, "train_step", two_bad_steps)
     out = tmp_path / "run"

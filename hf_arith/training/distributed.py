@@ -33,9 +33,12 @@ import contextlib
 import importlib.util
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.distributed.checkpoint as dcp
+from accelerate.commands.config.config_args import default_config_file, load_config_from_file
+from accelerate.commands.launch import launch_command_parser
 from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -126,15 +129,78 @@ def accelerator_kwargs(recipe: Recipe) -> dict:
     return {}
 
 
-def check_launch(accelerator) -> None:
-    """Refuses a launch that would not train what was asked: processes that did not join one group
-    (each would train alone on the whole batch), or DeepSpeed dropped by Accelerate. (FSDP is never
-    dropped: where Accelerate does not shard, `prepare` does.)
+def launch_request() -> SimpleNamespace | None:
+    """What the `accelerate launch` that started this process was asked for: `num_processes`,
+    `cpu`, `gradient_accumulation_steps` and `config_file`, from its command line and the config
+    file it read. None when this process was not started by `accelerate launch` (plain
+    `hf-arith train`, torchrun, a notebook) or the request cannot be read.
+
+    Accelerate does not tell the processes it starts how many were asked for (its one-process
+    launcher sets no WORLD_SIZE) nor the accumulation given on its command line outside DeepSpeed,
+    so the launcher's own command line (`/proc/<parent>/cmdline`, Linux) is parsed with
+    accelerate's own parser.
+
+    Example:
+        >>> launch_request() is None   # under pytest, not `accelerate launch`
+        True
+    """
+    argv = _parent_command()
+    start = next((i + 1 for i, arg in enumerate(argv) if _is_launcher(argv, i)), None)
+    if start is None:
+        return None
+    try:
+        args, _ = launch_command_parser().parse_known_args(argv[start:])
+        config_file = args.config_file or (default_config_file if Path(default_config_file).is_file() else None)
+        config = load_config_from_file(config_file) if config_file else None
+    except (Exception, SystemExit):  # a command line this accelerate cannot parse: nothing to compare
+        return None
+    deepspeed = (getattr(config, "deepspeed_config", None) or {}) if config is not None else {}
+    return SimpleNamespace(
+        num_processes=args.num_processes if args.num_processes is not None else getattr(config, "num_processes", 1),
+        cpu=bool(args.cpu or getattr(config, "use_cpu", False)),
+        gradient_accumulation_steps=args.gradient_accumulation_steps or deepspeed.get("gradient_accumulation_steps"),
+        config_file=config_file,
+    )
+
+
+def _parent_command() -> list[str]:
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def _is_launcher(argv: list[str], i: int) -> bool:
+    """argv[i] ends the launcher's own name: `accelerate launch`, `accelerate-launch` or
+    `python -m accelerate.commands.launch`."""
+    arg = argv[i]
+    if arg == "accelerate.commands.launch" or Path(arg).name == "accelerate-launch":
+        return True
+    return arg == "launch" and i > 0 and Path(argv[i - 1]).name in ("accelerate", "accelerate.commands.accelerate_cli")
+
+
+def check_launch(accelerator, recipe: Recipe | None = None) -> None:
+    """Refuses a launch that would not train what was asked, in one line naming the fix: fewer
+    processes than `accelerate launch` was asked for (`--cpu`, or `--num_processes` without a
+    multi-process config, start one), processes that did not join one group (each would train
+    alone on the whole batch), DeepSpeed dropped by Accelerate, and launch options the recipe
+    owns: `--mixed_precision` other than `train.mixed_precision`, and `--gradient_accumulation_steps`
+    (the loop accumulates `train.global_batch_size` in micro-batches of `train.micro_batch_size`).
+    (FSDP is never dropped: where Accelerate does not shard, `prepare` does.)
 
     Example (in every launched process)::
 
-        check_launch(Accelerator(**accelerator_kwargs(recipe)))
+        check_launch(Accelerator(**accelerator_kwargs(recipe)), recipe)
     """
+    request = launch_request()
+    asked = request.num_processes if request is not None else 1
+    if accelerator.num_processes < asked:
+        why = ("--cpu (use_cpu) makes Accelerate start one process" if request.cpu else
+               "Accelerate starts several processes only with --multi_gpu or a multi-process --config_file")
+        raise HfArithError(f"accelerate launch asked for {asked} processes but started {accelerator.num_processes}: "
+                           f"{why}; launch with --config_file recipes/accelerate/ddp.yaml (or fsdp.yaml, "
+                           f"deepspeed_zero*.yaml) --num_processes {asked}, without --cpu (see recipes/README.md)")
     expected = _world_size()
     if accelerator.num_processes != expected:
         raise HfArithError(f"launched {expected} processes but Accelerate formed a group of "
@@ -143,6 +209,19 @@ def check_launch(accelerator) -> None:
     if launch_backend() == "deepspeed" and accelerator.distributed_type != DistributedType.DEEPSPEED:
         raise HfArithError(f"the launch config asks for DeepSpeed but Accelerate runs {accelerator.distributed_type}; "
                            f"check that deepspeed is installed (pip install 'hf-arith[deepspeed]')")
+    if recipe is None:
+        return
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched not in ("no", recipe.train.mixed_precision):
+        raise HfArithError(f"accelerate launch asks for --mixed_precision {launched} but the recipe trains with "
+                           f"train.mixed_precision={recipe.train.mixed_precision!r}, which decides; drop "
+                           f"--mixed_precision and pass --set train.mixed_precision={launched} to hf-arith train")
+    steps = request.gradient_accumulation_steps if request is not None else None
+    if steps not in (None, 1) and launch_backend() != "deepspeed":  # deepspeed_plugin refuses it in its own words
+        raise HfArithError(f"accelerate launch asks for --gradient_accumulation_steps {steps}, but hf-arith "
+                           f"accumulates train.global_batch_size={recipe.train.global_batch_size} in micro-batches of "
+                           f"train.micro_batch_size={recipe.train.micro_batch_size}; drop the flag and set those "
+                           f"recipe keys (--set train.micro_batch_size=N)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +526,7 @@ __all__ = [
     "fsdp_plugin",
     "full_state_dict",
     "launch_backend",
+    "launch_request",
     "load_sharded_state",
     "mixed_precision_policy",
     "model_init_context",

@@ -1,8 +1,13 @@
 """The training loop shared by every architecture, on Accelerate.
 
-One optimizer step trains on the global batch `BatchSchedule.span(step)`: each process takes its
-contiguous share, sorts it by length, and accumulates gradients over micro-batches (`no_sync`
-until the last one, unless parameters are sharded). The loss of every micro-batch is a sum over
+One optimizer step trains on the global batch `BatchSchedule.span(step)`, cut into micro-batches
+of `train.micro_batch_size` (after sorting it by length, with `data.bucket_by_length`) the same way
+on any number of processes; each process takes a contiguous block of them and accumulates
+gradients (`no_sync` until its last one, unless parameters are sharded). What a model draws at
+random in a micro-batch's forward (Abacus offsets, a noise start) comes from torch's generator
+seeded by (seed, step, micro-batch index) (`keyed_rng`), and the progressive loss's depth is drawn
+once per step from (seed, step) (`step_inputs`), so a micro-batch sees the same draws on 1 process
+or 64, and after a resume. The loss of every micro-batch is a sum over
 label tokens divided by the label tokens of the whole global batch (`num_items_in_batch`, the
 transformers convention), and multiplied by the number of processes to undo DDP's gradient
 averaging, so the loss and the gradient are those of one big batch on any number of processes
@@ -139,7 +144,7 @@ def make_accelerator(recipe: Recipe):
         )
     except (ValueError, ImportError) as err:
         raise RecipeError(f"train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to}: {err}") from None
-    check_launch(accelerator)
+    check_launch(accelerator, recipe)
     return accelerator
 
 
@@ -189,30 +194,77 @@ def _z_loss(logits: torch.Tensor, labels: torch.Tensor, num_items) -> torch.Tens
     return (z.pow(2) * mask).sum() / num_items
 
 
-def train_step(accelerator, model, forward, batches: list[dict], recipe: Recipe) -> dict:
-    """Forward and backward over this process's micro-batches of one global batch; gradients are
-    left in `.grad`, synchronised across processes. Returns the global `loss`, and the global
-    counts of `label_tokens`, `tokens` (non-padding) and `padded_tokens`.
+@contextlib.contextmanager
+def keyed_rng(seed: int, step: int, micro_batch: int, device: torch.device):
+    """Seeds torch's generators (CPU and this device) from (seed, step, micro_batch) inside the
+    block and restores them after it: the random draws of a micro-batch's forward and backward
+    depend on which micro-batch of which step it is, not on the process that runs it or on what
+    ran before (`torch.Generator` objects cannot be handed to a model's forward through
+    transformers' interfaces, so the global generators are scoped instead).
+
+    Example:
+        >>> with keyed_rng(0, 5, 1, torch.device("cpu")):
+        ...     a = torch.rand(2)
+        >>> with keyed_rng(0, 5, 1, torch.device("cpu")):
+        ...     torch.equal(a, torch.rand(2))
+        True
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(_key(seed, step, micro_batch))
+        yield
+
+
+def _key(*numbers: int) -> int:
+    """A 64-bit seed that mixes `numbers` (NumPy's `SeedSequence`: nearby tuples give unrelated seeds)."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1, np.uint64)[0])
+
+
+def step_inputs(model, seed: int, step: int) -> dict:
+    """Forward arguments shared by every micro-batch of a step, on every process: the progressive
+    loss's depth `(n, k)` for models that have one (`draw_progressive_depth`), drawn from
+    (seed, step). Processes holding parameter shards (FSDP, ZeRO-3) gather them at every application
+    of a layer, so they must all apply the recurrent block equally often.
+
+    Example:
+        >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
+        >>> model = AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        ...                                        num_recurrences=4, progressive_loss_alpha=1.0))
+        >>> step_inputs(model, seed=0, step=7) == step_inputs(model, seed=0, step=7)
+        True
+    """
+    if not hasattr(model, "draw_progressive_depth") or not model.config.progressive_loss_alpha:
+        return {}
+    generator = torch.Generator().manual_seed(_key(seed, step))
+    return {"progressive_depth": model.draw_progressive_depth(generator)}
+
+
+def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], recipe: Recipe, step: int = 0) -> dict:
+    """Forward and backward over this process's micro-batches of global batch `step`, given as
+    `(global micro-batch index, batch)` pairs; gradients are left in `.grad`, synchronised across
+    processes. Random draws inside each forward are keyed by (seed, step, index) (`keyed_rng`).
+    Returns the global `loss`, and the global counts of `label_tokens`, `tokens` (non-padding) and
+    `padded_tokens`.
 
     Example:
         Inside `train`, on what `_build` prepared::
 
-            stats = train_step(accelerator, model, model, [collate(rows)], recipe)
+            stats = train_step(accelerator, model, model, [(0, collate(rows))], recipe, step=0)
             sorted(stats)  # ['label_tokens', 'loss', 'padded_tokens', 'tokens']
     """
     device = accelerator.device
     local = torch.tensor(
-        [sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches),
-         sum(int(b["attention_mask"].sum()) for b in batches),
-         sum(b["input_ids"].numel() for b in batches)],
+        [sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for _, b in batches),
+         sum(int(b["attention_mask"].sum()) for _, b in batches),
+         sum(b["input_ids"].numel() for _, b in batches)],
         dtype=torch.float64, device=device,
     )
     label_tokens, tokens, padded = accelerator.reduce(local, reduction="sum").tolist()
     # The label count of the whole global batch, on every process, normalises every micro-batch.
     num_items = torch.tensor(max(label_tokens, 1.0), device=device)
     z_coef = recipe.train.z_loss
+    shared = step_inputs(accelerator.unwrap_model(model), recipe.seed, step)
     loss_sum = torch.zeros((), device=device)
-    for i, batch in enumerate(batches):
+    for i, (index, batch) in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         last = i == len(batches) - 1
         # The step ends at the last micro-batch: DeepSpeed, which reads this, steps its optimizer there.
@@ -220,8 +272,9 @@ def train_step(accelerator, model, forward, batches: list[dict], recipe: Recipe)
         # Sharded gradients are reduced at every micro-batch (as OLMo does): deferring the reduction
         # would hold each layer's whole unsharded gradient until the last one.
         defer = not last and not params_sharded(accelerator)
-        with accelerator.no_sync(model) if defer else contextlib.nullcontext():
-            out = forward(**batch, num_items_in_batch=num_items)
+        sync = accelerator.no_sync(model) if defer else contextlib.nullcontext()
+        with sync, keyed_rng(recipe.seed, step, index, device):
+            out = forward(**batch, **shared, num_items_in_batch=num_items)
             loss = out.loss
             if z_coef:
                 loss = loss + z_coef * _z_loss(out.logits, batch["labels"], num_items)
@@ -470,9 +523,11 @@ def _build(recipe: Recipe, accelerator) -> _Run:
     forward = torch.compile(model) if t.compile else model
     evaluators = build_evaluators(recipe, tokenizer)
     schedule = BatchSchedule.from_spec(t, recipe.data.sequence_length)
-    if schedule.size(0) < accelerator.num_processes:
-        raise RecipeError(f"the first global batch ({schedule.size(0)} examples) is smaller than the "
-                          f"{accelerator.num_processes} processes; raise train.micro_batch_size / batch_warmup.start")
+    if math.ceil(schedule.size(0) / t.micro_batch_size) < accelerator.num_processes:
+        raise RecipeError(f"the first global batch ({schedule.size(0)} examples) makes fewer micro-batches of "
+                          f"train.micro_batch_size={t.micro_batch_size} than the {accelerator.num_processes} "
+                          f"processes; lower train.micro_batch_size to at most "
+                          f"{max(1, schedule.size(0) // accelerator.num_processes)} (or raise the global batch)")
     budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
     return _Run(recipe, out, accelerator, tokenizer, source, model, forward, optimizer, scheduler, schedule,
                 budget_s, clock, evaluators, trace_dir=os.environ.get("HF_ARITH_TRACE_DATA"))
@@ -527,7 +582,7 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
     batches = _local_batches(run, state.step, start, stop)
     limit = clip_value(state.step, t)
     set_deepspeed_clipping(accelerator, run.model, limit)  # DeepSpeed clips inside its step, in train_step
-    stats = train_step(accelerator, run.model, run.forward, batches, run.recipe)
+    stats = train_step(accelerator, run.model, run.forward, batches, run.recipe, state.step)
     grad_norm = _clip_gradients(accelerator, run.model, limit)
     lr = run.scheduler.get_last_lr()[0]
     skipped = _step_unless_nonfinite(run, stats["loss"], grad_norm)
@@ -571,16 +626,29 @@ def _global_batch(run: _Run, state: TrainState) -> tuple[int, int]:
     return state.examples, state.examples + run.schedule.size_at(run.clock.fraction, run.recipe.train.batch_ramp)
 
 
-def _local_batches(run: _Run, step: int, start: int, stop: int) -> list[dict]:
-    """This process's share of the global examples `[start, stop)`, collated in micro-batches of
-    `train.micro_batch_size` (of similar lengths with `data.bucket_by_length`)."""
-    accelerator, source = run.accelerator, run.source
-    lo, hi = process_share(start, stop, accelerator.process_index, accelerator.num_processes)
-    examples = source.examples(lo, hi)
+def _local_batches(run: _Run, step: int, start: int, stop: int) -> list[tuple[int, dict]]:
+    """This process's micro-batches of the global examples `[start, stop)`, as `(global micro-batch
+    index, collated batch)`. The global batch is cut into micro-batches of `train.micro_batch_size`
+    (sorted by length first with `data.bucket_by_length`) independently of the number of
+    processes, and each process takes a contiguous block of them, so micro-batch j holds the same
+    examples on any launch."""
+    accelerator, source, t = run.accelerator, run.source, run.recipe.train
+    count = math.ceil((stop - start) / t.micro_batch_size)
+    first, last = process_share(0, count, accelerator.process_index, accelerator.num_processes)
+    if params_sharded(accelerator) and count % accelerator.num_processes:
+        # Each forward gathers parameters from every process: all must run as many.
+        raise RecipeError(f"step {step + 1}: the global batch of {stop - start} examples makes {count} micro-batches "
+                          f"of train.micro_batch_size={t.micro_batch_size}, which {accelerator.num_processes} "
+                          f"processes with sharded parameters cannot split evenly; choose a micro-batch size that "
+                          f"divides the global batch into a multiple of {accelerator.num_processes} micro-batches")
+    if run.recipe.data.bucket_by_length:  # lengths of the whole global batch decide the micro-batches
+        groups = micro_batches(source.examples(start, stop), t.micro_batch_size, source.length)[first:last]
+    else:  # contiguous: read only this process's examples
+        lo, hi = start + first * t.micro_batch_size, min(stop, start + last * t.micro_batch_size)
+        groups = micro_batches(source.examples(lo, hi), t.micro_batch_size)
     if run.trace_dir:
-        _trace(run.trace_dir, accelerator.process_index, step, lo, hi, examples)
-    length = source.length if run.recipe.data.bucket_by_length else None
-    return [source.collate(rows) for rows in micro_batches(examples, run.recipe.train.micro_batch_size, length)]
+        _trace(run.trace_dir, accelerator.process_index, step, first, last, [row for g in groups for row in g])
+    return [(first + i, source.collate(rows)) for i, rows in enumerate(groups)]
 
 
 def _clip_gradients(accelerator, model, limit: float | None) -> float:
@@ -663,10 +731,11 @@ def _slowest(accelerator, seconds: float) -> float:
     return float(accelerator.gather(torch.tensor([seconds], dtype=torch.float64, device=accelerator.device)).max())
 
 
-def _trace(trace_dir: str, rank: int, step: int, start: int, stop: int, examples: list[dict]) -> None:
-    """One line of the data trace: the step, this process's example range and instance indices."""
+def _trace(trace_dir: str, rank: int, step: int, first: int, last: int, examples: list[dict]) -> None:
+    """One line of the data trace: the step, this process's micro-batches `[first, last)` and the
+    instance indices of their examples."""
     Path(trace_dir).mkdir(parents=True, exist_ok=True)
-    record = {"step": step, "start": start, "stop": stop, "instances": [e.get("index") for e in examples]}
+    record = {"step": step, "micro_batches": [first, last], "instances": [e.get("index") for e in examples]}
     with open(Path(trace_dir) / f"rank{rank}.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -721,5 +790,5 @@ def _diverged(recipe: Recipe, steps: list[int], unconfirmed: bool, weights: bool
     return HfArithError(f"training diverged: {what}; {kept}. To fix: {', '.join(fixes)}; then {then}")
 
 
-__all__ = ["build_model", "make_accelerator", "plot_loss", "read_metrics", "run_evaluators", "save_final", "train",
-           "train_step"]
+__all__ = ["build_model", "keyed_rng", "make_accelerator", "plot_loss", "read_metrics", "run_evaluators", "save_final",
+           "step_inputs", "train", "train_step"]
