@@ -2,9 +2,10 @@
 PYTHON ?= python3
 # Installing the pinned CPU torch first keeps pip from pulling a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
+export TORCH_PIN  # tests/installs.py (make test-wheel, make test-compat) installs the same torch
 RUN_DIR ?= runs/addition_cpu
 
-.PHONY: setup quickstart olmo test test-fast test-compat lock bench
+.PHONY: setup quickstart olmo test test-fast test-wheel test-compat lock bench
 
 # constraints.txt pins every dependency to a tested set, so that a release made overnight cannot
 # break these commands; `make lock` refreshes it on purpose, `make test-compat` tries the newest.
@@ -32,6 +33,11 @@ test: setup
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# The wheel as a user installs it: built as a release is, installed in a clean virtualenv outside the
+# clone (the pinned torch, then the wheel under constraints.txt), each command run from outside it.
+test-wheel: setup
+	$(PYTHON) tests/wheel/run.py
 
 # The Hub-facing checks in clean virtualenvs (no hf_arith) with the oldest transformers that
 # pyproject.toml allows and the newest one released.

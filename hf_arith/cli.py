@@ -292,6 +292,22 @@ COMMANDS = {
 # ---------------------------------------------------------------------------------------------
 
 
+def installed_version() -> str:
+    """The version pip installed, from the package metadata: pyproject.toml is its one source.
+
+    Example (what `hf-arith --version` prints)::
+
+        $ hf-arith --version
+        hf-arith 0.1.0
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hf-arith")
+    except PackageNotFoundError:  # imported from a folder that pip never installed
+        return "unknown (not installed: pip install -e . in the clone)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `hf-arith` parser with every command of `COMMANDS`.
 
@@ -305,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error")
     parser = argparse.ArgumentParser(prog="hf-arith", parents=[common],
                                      description="Abacus-looped arithmetic transformers and OLMo on transformers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, parents=[common], description=help_text)

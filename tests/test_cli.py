@@ -3,6 +3,7 @@ through `accelerate launch`."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,15 @@ def test_console_script_and_module_entry_points():
     for cmd in (["hf-arith", "--help"], [sys.executable, "-m", "hf_arith", "--help"]):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "train" in done.stdout and "eval" in done.stdout
+
+
+def test_version_is_the_one_in_pyproject(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    # The installed metadata, made from pyproject.toml: the version is written in one place.
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), flags=re.M).group(1)
+    assert capsys.readouterr().out == f"hf-arith {declared}\n"
 
 
 def test_compare_tables_and_plots_several_evaluations(tmp_path, capsys):

@@ -477,3 +477,23 @@ def test_native_refuses_the_custom_tokenizer(tmp_path):
     build_arith_tokenizer().save_pretrained(tmp_path / "m")
     with pytest.raises(HfArithError, match="ArithTokenizer"):
         publish(tmp_path / "m", "org/x", local_dir=tmp_path / "out", fmt="native")
+
+
+def test_an_olmo_folder_publishes_without_asking_to_run_its_code(tmp_path, monkeypatch):
+    """transformers asks "Do you wish to run the custom code? [y/N]" on stdin when it meets a custom
+    model type that nobody said to trust, as the tokenizer of an OLMo run once made it do."""
+    from transformers import PreTrainedTokenizerFast
+
+    from hf_arith.tokenization import train_bpe_tokenizer
+    from hf_arith.training import build_model
+    from hf_arith.training.recipe import ModelSpec
+
+    tokenizer = train_bpe_tokenizer(["the cat sat on the mat"] * 50, vocab_size=270, out=tmp_path / "m")
+    build_model(ModelSpec("olmo", {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1,
+                                   "intermediate_size": 64}), tokenizer).save_pretrained(tmp_path / "m")
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda text="": prompts.append(text) or "n")
+    folder = publish(tmp_path / "m", "org/olmo", local_dir=tmp_path / "out").folder
+    assert prompts == []
+    published = PreTrainedTokenizerFast.from_pretrained(folder)
+    assert published("the mat sat").input_ids == tokenizer("the mat sat").input_ids

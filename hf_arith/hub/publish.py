@@ -102,7 +102,12 @@ def load_tokenizer(model_dir: Path):
                            f"model (as `hf-arith train` does) before publishing")
     auto = (json.loads(config_path.read_text()).get("auto_map") or {}).get("AutoTokenizer")
     if auto is None:
-        return AutoTokenizer.from_pretrained(model_dir)
+        # AutoTokenizer reads the model's config too; through AutoConfig, an hf-arith model type is
+        # custom code, and transformers would stop to ask "Do you wish to run the custom code? [y/N]".
+        # Our own config class instead: no prompt, and no code of the folder runs (as in load_model).
+        model_type = read_config(model_dir).get("model_type")
+        config = CAUSAL_LMS[model_type].config_class.from_pretrained(model_dir) if model_type in CAUSAL_LMS else None
+        return AutoTokenizer.from_pretrained(model_dir, config=config)
     names = auto if isinstance(auto, list) else [auto]
     if not any(str(n).endswith("tokenization_arith.ArithTokenizer") for n in names if n):
         raise HfArithError(f"{model_dir}'s tokenizer is custom code ({auto}) that hf-arith does not ship; "

@@ -17,11 +17,11 @@ import re
 import subprocess
 import sys
 import time
-import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TORCH_PIN = os.environ.get("TORCH_PIN", "torch==2.13.0")
+sys.path.insert(0, str(ROOT / "tests"))  # the clean virtualenvs of `make test-wheel` too
+from installs import make_venv, run  # noqa: E402
 
 
 def declared_range() -> tuple[str, str]:
@@ -36,22 +36,9 @@ def declared_range() -> tuple[str, str]:
     return lowest.group(1), spec
 
 
-def run(cmd, **kwargs):
-    print("+", " ".join(map(str, cmd)), flush=True)
-    subprocess.run(list(map(str, cmd)), check=True, **kwargs)
-
-
 def make_env(requirement: str, name: str) -> Path:
     """A fresh virtualenv with `requirement` (a transformers pin or range) and the test tools."""
-    env = ROOT / ".compat" / name
-    if env.exists():
-        subprocess.run(["rm", "-rf", str(env)], check=True)
-    venv.EnvBuilder(with_pip=True, clear=True).create(env)
-    python = env / "bin" / "python"
-    pip = [python, "-m", "pip", "install", "-qq", "--disable-pip-version-check"]  # errors only
-    run([*pip, TORCH_PIN])
-    run([*pip, f"transformers{requirement}", "peft", "pytest"])
-    return python
+    return make_venv(ROOT / ".compat" / name, f"transformers{requirement}", "peft", "pytest")
 
 
 def installed(python: Path) -> str:
