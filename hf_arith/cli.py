@@ -379,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(err).split()) or type(err).__name__
         hint = "" if isinstance(err, HfArithError) else " (run with --debug for the traceback)"
-        print(f"error: {message}{hint}", file=sys.stderr)
+        # One write: several launched processes share the pipe, and print's separate writes of the
+        # text and its newline interleave.
+        sys.stderr.write(f"error: {message}{hint}\n")
+        sys.stderr.flush()
         return 2
     except OSError as err:
         # A full or read-only disk met outside the writes that name it themselves (checkpoints, final/).

@@ -2,7 +2,8 @@
 
 A checkpoint is Accelerate's `save_state` (model, optimizer, scheduler, gradient scaler, the RNG
 states of every process; under FSDP and DeepSpeed each process writes its shard of the model and
-optimizer) plus `trainer_state.json` (the step, hence the data position) and the resolved
+optimizer) plus `trainer_state.json` (the step, hence the data position), `launch.json` (how it
+was written: backend, processes, ZeRO stage, precision; resuming checks it first) and the resolved
 `recipe.yaml`. Where hf-arith shards the model itself (FSDP on CPU), the model and optimizer
 shards go to `sharded/` (`distributed.save_sharded_state`). It is written to a hidden temporary
 folder and renamed when complete; the `latest` file is replaced atomically and only ever names a
@@ -36,19 +37,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate.utils import load
+from accelerate.utils import SCHEDULER_NAME, load
 from safetensors import SafetensorError
 
 from hf_arith.atomic import write_text_atomically
 from hf_arith.dataclass_yaml import load_yaml
 from hf_arith.errors import HfArithError
 
-from .distributed import SHARDED_DIR, load_sharded_state, save_sharded_state, shards_itself
+from .distributed import (
+    SHARDED_DIR,
+    describe_layout,
+    launch_config_for,
+    load_sharded_state,
+    resume_problem,
+    save_sharded_state,
+    shards_itself,
+    state_layout,
+)
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
 
 STATE_FILE = "trainer_state.json"
+LAYOUT_FILE = "launch.json"  # how the checkpoint was written: `distributed.state_layout`
 LATEST = "latest"
 _STEP_DIR = re.compile(r"step_(\d+)")
 # What writing a checkpoint raises on a full or read-only disk: Python's own writes raise OSError,
@@ -176,6 +187,7 @@ def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, 
     if main:
         try:
             (tmp / STATE_FILE).write_text(state.to_json())
+            (tmp / LAYOUT_FILE).write_text(json.dumps(state_layout(accelerator)))
             save_recipe(recipe, tmp / "recipe.yaml")
             if final.exists():  # written by a run killed before it moved `latest` here
                 discard(final)
@@ -273,9 +285,13 @@ def retire_checkpoints(output_dir, keep_last: int) -> None:
     _remove_leftovers(checkpoint_root(output_dir))
 
 
-def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None) -> TrainState:
+def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None, scheduler=None) -> TrainState:
     """Restores what `save_checkpoint` wrote (all processes must call it) and returns the run's
-    `TrainState`. Sharded state loads on the same number of processes it was saved from.
+    `TrainState`. First checks that this launch can read the checkpoint's layout
+    (`distributed.resume_problem`): unsharded state on any number of processes, FSDP-sharded
+    state on any number of FSDP processes or gathered into one process or DDP; otherwise an
+    `HfArithError`, the same on every process, naming how it was written, how this run was
+    launched, and the command that resumes it.
 
     Every pickled file (optimizer, scheduler, RNG states) is read with `torch.load(weights_only=True)`
     (Accelerate's `load`): a file asking to run code when unpickled, or a corrupt one, is an
@@ -283,13 +299,25 @@ def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None) -
 
     Example (on every process, after `accelerator.prepare`)::
 
-        state = load_checkpoint(accelerator, Path("runs/x/checkpoints/step_100"), model, optimizer)
+        state = load_checkpoint(accelerator, Path("runs/x/checkpoints/step_100"), model, optimizer, scheduler)
         state.step  # 100: training continues with the 101st global batch
     """
     checkpoint = Path(checkpoint)
-    # Accelerate only logs an RNG file it cannot read and goes on with other random numbers, which
-    # breaks the exact resume: read it first, so that a bad one is an error.
-    _load_tensors_only(checkpoint, checkpoint / f"random_states_{accelerator.process_index}.pkl")
+    written, launched = written_layout(checkpoint), state_layout(accelerator)
+    problem = resume_problem(written, launched)
+    if problem is not None:
+        raise HfArithError(f"checkpoint {checkpoint} was written by {describe_layout(written)}, and this run was "
+                           f"launched as {describe_layout(launched)}: {problem}; resume it with "
+                           f"`{launch_config_for(written)} RECIPE --resume {checkpoint}`, "
+                           f"or start a new --output-dir")
+    if written["state"] == "dcp" and launched["state"] == "full":
+        _load_gathered(checkpoint, model, optimizer, scheduler)
+        return TrainState.from_file(checkpoint / STATE_FILE)
+    # Accelerate only logs an RNG file it cannot read and goes on with other random numbers: read it
+    # first, so that a bad one is an error. A process the writing run did not have has none; the
+    # training draws do not need it (they are keyed by step and micro-batch).
+    if accelerator.process_index < written["num_processes"]:
+        _load_tensors_only(checkpoint, checkpoint / f"random_states_{accelerator.process_index}.pkl")
     try:
         accelerator.load_state(str(checkpoint))
     except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
@@ -302,6 +330,38 @@ def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None) -
         check_sharded_metadata(checkpoint / SHARDED_DIR / ".metadata")
         load_sharded_state(model, optimizer, checkpoint)
     return TrainState.from_file(checkpoint / STATE_FILE)
+
+
+def _load_gathered(checkpoint: Path, model, optimizer, scheduler) -> None:
+    """FSDP-sharded state into an unsharded model and optimizer (one process, or each DDP
+    process): the shards through `torch.distributed.checkpoint`, which gathers them; the
+    schedule from Accelerate's scheduler file (the only thing Accelerate saved there)."""
+    check_sharded_metadata(checkpoint / SHARDED_DIR / ".metadata")
+    load_sharded_state(model, optimizer, checkpoint)
+    scheduler.load_state_dict(_load_tensors_only(checkpoint, checkpoint / f"{SCHEDULER_NAME}.bin"))
+
+
+def written_layout(checkpoint: Path) -> dict:
+    """How `checkpoint` was written (`distributed.state_layout`): its `launch.json`, or for a
+    checkpoint from before that file (hf-arith before 2026-12-08), what its files show.
+
+    Example:
+        >>> import tempfile
+        >>> written_layout(Path(tempfile.mkdtemp()))["state"]   # no shards: one process or DDP
+        'full'
+    """
+    path = checkpoint / LAYOUT_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    ranks = lambda pattern: len(list(checkpoint.glob(pattern)))  # noqa: E731
+    if (checkpoint / SHARDED_DIR).is_dir():
+        return {"state": "dcp", "backend": "fsdp", "num_processes": max(1, ranks(f"{SHARDED_DIR}/*.distcp"))}
+    zero = ranks("*/zero_pp_rank_*_mp_rank_00_optim_states.pt")
+    if zero:
+        stage = 3 if ranks("*/zero_pp_rank_*_mp_rank_00_model_states.pt") else 2
+        return {"state": f"zero{stage}", "backend": "deepspeed", "num_processes": zero}
+    processes = max(1, ranks("random_states_*.pkl"))
+    return {"state": "full", "backend": "ddp" if processes > 1 else "single", "num_processes": processes}
 
 
 # `torch.distributed.checkpoint` reads its `.metadata` with plain `pickle.load`, which runs whatever
@@ -505,6 +565,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-__all__ = ["WRITE_ERRORS", "TrainState", "any_process", "check_output_dir", "check_resumable", "check_sharded_metadata",
-           "checkpoint_bytes", "discard", "find_checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
-           "retire_checkpoints", "save_checkpoint", "write_error_text"]
+__all__ = ["LAYOUT_FILE", "WRITE_ERRORS", "TrainState", "any_process", "check_output_dir", "check_resumable",
+           "check_sharded_metadata", "checkpoint_bytes", "discard", "find_checkpoint", "latest_checkpoint",
+           "list_checkpoints", "load_checkpoint", "retire_checkpoints", "save_checkpoint", "write_error_text",
+           "written_layout"]

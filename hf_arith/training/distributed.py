@@ -431,6 +431,86 @@ def unsharded(model: torch.nn.Module) -> torch.nn.Module:
         return cls._from_config(model.config)
 
 
+def state_layout(accelerator) -> dict:
+    """How this launch writes the model and optimizer state into a checkpoint, as saved in its
+    `launch.json`: `state` is `"full"` (one process or DDP: every process holds everything),
+    `"dcp"` (hf-arith's FSDP2 on CPU: `torch.distributed.checkpoint` shards), `"fsdp"`
+    (Accelerate's FSDP plugin) or `"zero2"`/`"zero3"` (DeepSpeed's per-process files); with the
+    launch `backend`, `num_processes` and `mixed_precision`.
+
+    Example (plain `hf-arith train`)::
+
+        state_layout(accelerator)  # {"state": "full", "backend": "single", "num_processes": 1, ...}
+    """
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        state = f"zero{accelerator.state.deepspeed_plugin.zero_stage}"
+    elif shards_itself(accelerator):
+        state = "dcp"
+    elif accelerator.distributed_type == DistributedType.FSDP:
+        state = "fsdp"
+    else:
+        state = "full"
+    return {"state": state, "backend": launch_backend(), "num_processes": accelerator.num_processes,
+            "mixed_precision": str(accelerator.mixed_precision)}
+
+
+def resume_problem(written: dict, launched: dict) -> str | None:
+    """Why a checkpoint written as `written` (a `state_layout`) cannot continue under `launched`,
+    or None when it can: full state on any number of processes without sharding; hf-arith's
+    sharded (DCP) state on any number of FSDP processes, or gathered into one process or DDP;
+    Accelerate's FSDP and DeepSpeed state only as it was written (the same stage and number of
+    processes: DeepSpeed does not reshard its files here).
+
+    Example:
+        >>> resume_problem({"state": "dcp", "num_processes": 2}, {"state": "full", "num_processes": 1}) is None
+        True
+        >>> resume_problem({"state": "zero2", "num_processes": 2}, {"state": "zero2", "num_processes": 4})
+        'DeepSpeed ZeRO-2 state of 2 processes loads only on 2 processes under the same ZeRO stage'
+    """
+    w, l = written["state"], launched["state"]
+    if w == "full" and l == "full" or w == "dcp" and l in ("dcp", "full"):
+        return None
+    if w == l and written["num_processes"] == launched["num_processes"]:
+        return None
+    if w.startswith("zero"):
+        return (f"DeepSpeed ZeRO-{w[-1]} state of {written['num_processes']} processes loads only on "
+                f"{written['num_processes']} processes under the same ZeRO stage")
+    if w == "fsdp":
+        return f"Accelerate's FSDP state of {written['num_processes']} processes loads only under FSDP on as many"
+    return f"{_STATE_NAMES[w]} state does not load into {_STATE_NAMES[l]} processes"
+
+
+_STATE_NAMES = {"full": "unsharded (one process or DDP)", "dcp": "FSDP-sharded", "fsdp": "FSDP-sharded",
+                "zero2": "DeepSpeed ZeRO-2", "zero3": "DeepSpeed ZeRO-3"}
+
+
+def describe_layout(layout: dict) -> str:
+    """`layout` in words, for messages: e.g. "FSDP on 2 processes (no mixed precision)".
+
+    Example:
+        >>> describe_layout({"state": "full", "backend": "single", "num_processes": 1, "mixed_precision": "no"})
+        'one process'
+    """
+    n = layout["num_processes"]
+    names = {"single": "one process", "ddp": f"DDP on {n} processes", "fsdp": f"FSDP on {n} processes",
+             "deepspeed": f"DeepSpeed ZeRO-{layout['state'][-1]} on {n} processes"}
+    return names.get(layout.get("backend"), f"{n} processes")
+
+
+def launch_config_for(layout: dict) -> str:
+    """The command that trains under `layout` again, up to the recipe (for messages).
+
+    Example:
+        >>> launch_config_for({"state": "zero2", "backend": "deepspeed", "num_processes": 2})
+        'accelerate launch --config_file recipes/accelerate/deepspeed_zero2.yaml --num_processes 2 -m hf_arith train'
+    """
+    files = {"ddp": "ddp.yaml", "fsdp": "fsdp.yaml", "deepspeed": f"deepspeed_zero{layout['state'][-1]}.yaml"}
+    if layout.get("backend") not in files:
+        return "hf-arith train"
+    return (f"accelerate launch --config_file recipes/accelerate/{files[layout['backend']]} "
+            f"--num_processes {layout['num_processes']} -m hf_arith train")
+
+
 def save_sharded_state(model: torch.nn.Module, optimizer, folder: str | os.PathLike) -> Path:
     """Writes the sharded model and optimizer state to `folder/sharded` with
     `torch.distributed.checkpoint` (each process writes its own shards); every process must call it.
@@ -523,19 +603,23 @@ __all__ = [
     "check_launch",
     "cpu_only",
     "deepspeed_plugin",
+    "describe_layout",
     "fsdp_plugin",
     "full_state_dict",
     "launch_backend",
+    "launch_config_for",
     "launch_request",
     "load_sharded_state",
     "mixed_precision_policy",
     "model_init_context",
     "params_sharded",
     "prepare",
+    "resume_problem",
     "save_sharded_state",
     "set_deepspeed_clipping",
     "shard_model",
     "shards_itself",
+    "state_layout",
     "steps_in_backward",
     "unsharded",
 ]

@@ -543,7 +543,7 @@ def _start(run: _Run, checkpoint: Path | None) -> _Loop:
     state = TrainState()
     if checkpoint is not None:
         check_resumable(checkpoint, recipe)
-        state = load_checkpoint(accelerator, checkpoint, run.model, run.optimizer)
+        state = load_checkpoint(accelerator, checkpoint, run.model, run.optimizer, run.scheduler)
         logger.info(f"resumed from {checkpoint} at step {state.step}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
