@@ -69,8 +69,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, train_overrides(args))
     final = train(recipe, resume=args.resume)
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         print(f"saved {final}")
+    # Leaving with the group alive lets gloo's and DeepSpeed's threads die with the interpreter,
+    # which aborts a process now and then ("terminate called without an active exception").
+    state.destroy_process_group()
     return 0
 
 

@@ -2,8 +2,10 @@
 prints it: `accelerate launch --config_file recipes/accelerate/<config>.yaml --num_processes 2
 -m hf_arith train recipes/<recipe>.yaml`, on 2 CPU processes over gloo.
 
-The recipes are the shipped files; `--set` overrides only shrink them to a few steps of a small
-model and point the OLMo recipes at a small local corpus and tokenizer (no Hub at test time).
+The recipes are the shipped files; `--set` overrides only shorten them to 3 steps, swap their
+in-loop evaluators for a cheap held-out loss, shrink the paper-scale models, and point the OLMo
+recipes at a small local corpus and tokenizer (no Hub at test time). The quickstart recipe runs at
+its shipped size, with every random option it has (per-batch Abacus offsets, progressive loss).
 For each cell: 3 steps with a checkpoint after each; the losses and gradient norms equal those of
 the one-process launch (`single.yaml`) of the same recipe; the run resumed from its step-2
 checkpoint (`--resume latest`) ends with the same weights; `final/` loads with
@@ -36,10 +38,10 @@ CONFIGS = ["single", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 COMMON = ["--max-steps", "3", "--save-every", "1", "--set", "train.keep_last=3", "--set", "train.log_every=1",
           "--set", "train.eval_every=0", "--set", "train.progress_bar=false", "--set", "train.report_to=[]",
           "--set", "train.time_budget_minutes=null"]
+ARITH_EVAL = ["--set", "eval.evaluators=[{name: arith_loss, args: {samples: 16}}]"]
 SMALL_ABACUS = ["--set", "model.config.hidden_size=32", "--set", "model.config.num_attention_heads=2",
                 "--set", "model.config.intermediate_size=32", "--set", "train.micro_batch_size=4",
-                "--set", "train.global_batch_size=16",
-                "--set", "eval.evaluators=[{name: arith_loss, args: {samples: 16}}]"]
+                "--set", "train.global_batch_size=16", *ARITH_EVAL]
 # The paper-scale recipes ramp their batch over wall-clock time; a step clock keeps the cells comparable.
 STEP_CLOCK = ["--set", "train.schedule_clock=steps", "--set", "train.batch_ramp=0"]
 SMALL_OLMO = ["--set", "model.config.hidden_size=32", "--set", "model.config.num_attention_heads=2",
@@ -48,7 +50,7 @@ SMALL_OLMO = ["--set", "model.config.hidden_size=32", "--set", "model.config.num
               "--set", "train.micro_batch_size=2", "--set", "train.global_batch_size=8",
               "--set", "eval.evaluators=[{name: perplexity, args: {batch_size: 4}}]"]
 RECIPES = {
-    "abacus/addition_cpu": SMALL_ABACUS,
+    "abacus/addition_cpu": ARITH_EVAL,  # the quickstart as shipped (0.3M parameters, 4 micro-batches of 32)
     "abacus/multiplication": SMALL_ABACUS + STEP_CLOCK,
     "abacus/sorting": SMALL_ABACUS + STEP_CLOCK,
     "abacus/addition_paper": SMALL_ABACUS + STEP_CLOCK,

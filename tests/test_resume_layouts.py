@@ -3,8 +3,8 @@ job or a user with fewer machines does: it continues where the format allows it,
 every process stops with the same one-line error naming how the checkpoint was written, how the
 run was launched, and the command that resumes it.
 
-Each writer trains the shipped quickstart recipe (shrunk, `test_launch_matrix.py`'s overrides) for
-2 steps; each reader resumes its step-2 checkpoint to step 3. Where it continues, step 3's loss and
+Each writer trains the shipped quickstart recipe (with `test_launch_matrix.py`'s small model) for
+3 steps; each reader resumes its step-2 checkpoint to step 3. Where it continues, step 3's loss and
 the final weights equal the uninterrupted one-process run's (float reduction order aside).
 """
 
@@ -21,14 +21,14 @@ import torch
 from safetensors.torch import load_file
 
 from test_distributed import deepspeed_ops, free_port, launch_env  # noqa: F401 (a fixture)
-from test_launch_matrix import REPO, RECIPES, losses
+from test_launch_matrix import ARITH_EVAL, REPO, SMALL_ABACUS, losses
 
 pytestmark = pytest.mark.slow
 
 ARGS = [str(REPO / "recipes/abacus/addition_cpu.yaml"), "--save-every", "1", "--set", "train.keep_last=3",
         "--set", "train.log_every=1", "--set", "train.eval_every=0", "--set", "train.progress_bar=false",
         "--set", "train.report_to=[]", "--set", "train.time_budget_minutes=null", "--set", "eval.evaluators=[]",
-        *RECIPES["abacus/addition_cpu"][:-2]]  # without its evaluator override
+        *SMALL_ABACUS[:-len(ARITH_EVAL)]]  # the small model, without the evaluator
 # (launch config, processes): "one" is plain `hf-arith train`.
 ONE, DDP2, FSDP1, FSDP2, ZERO2, ZERO3 = ("one", 1), ("ddp", 2), ("fsdp", 1), ("fsdp", 2), \
     ("deepspeed_zero2", 2), ("deepspeed_zero3", 2)
