@@ -136,13 +136,10 @@ class AbacusModel(AbacusPreTrainedModel):
                 "recurrence, and the recurrence count may change at inference); drop cache_implementation='static' "
                 "(or the StaticCache) and generate with the default cache"
             )
-        sequence_ids = None
         if position_ids is None:
             position_ids = padding_free_position_ids(attention_mask, q_len, past_len, embedded.device)
-        else:
-            position_ids = position_ids.expand(batch, q_len)
-            sequence_ids = packed_sequence_ids(position_ids, attention_mask, past_key_values)
         position_ids = position_ids.expand(batch, q_len)
+        sequence_ids = packed_sequence_ids(position_ids, attention_mask, past_key_values)
 
         if self.abacus is not None:
             embedded = embedded + self.abacus(abacus_positions, input_ids, sequence_ids)
