@@ -39,7 +39,8 @@ test-fast: setup
 test-wheel: setup
 	$(PYTHON) tests/wheel/run.py
 
-# The Hub-facing checks in clean virtualenvs (no hf_arith) with the oldest transformers that
+# The Hub-facing checks and transformers' own common model tests (fetched from each release's
+# source distribution) in clean virtualenvs (no hf_arith) with the oldest transformers that
 # pyproject.toml allows and the newest one released.
 test-compat: setup
 	$(PYTHON) tests/compat/run.py

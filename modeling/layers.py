@@ -10,11 +10,13 @@ FIRE adds to. Both configs name the Abacus fields alike: `abacus_num_positions`,
 """
 
 import math
+import warnings
 
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers.masking_utils import find_packed_sequence_indices
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -28,9 +30,19 @@ CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ 
 
 
 def either_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
-    """The cache given under either name; `ValueError` if both are given."""
+    """The cache given under either name; `ValueError` if both are given.
+
+    Under a release that renamed it, the old name still works but warns, as transformers' own models
+    do (`deprecate_kwarg`), so that code written for older releases learns of the rename.
+    """
     if cache is not None and past_key_values is not None:
         raise ValueError("pass the KV cache once, as `cache` or as `past_key_values`, not both")
+    if past_key_values is not None and CACHE_NAME == "cache" and not torch.compiler.is_compiling():
+        warnings.warn(
+            "`past_key_values` is deprecated for the KV cache since transformers 5.24; use `cache` instead",
+            FutureWarning,
+            stacklevel=3,
+        )
     return past_key_values if cache is None else cache
 
 
@@ -75,20 +87,54 @@ class RotaryEmbedding(nn.Module):
         return emb.cos(), emb.sin()
 
 
-def compute_abacus_positions(input_ids: torch.LongTensor, digit_token_ids: list[int]) -> torch.LongTensor:
+def compute_abacus_positions(
+    input_ids: torch.LongTensor,
+    digit_token_ids: list[int],
+    sequence_ids: torch.LongTensor | None = None,
+    carry: torch.LongTensor | None = None,
+) -> torch.LongTensor:
     """The Abacus position of every token: its 1-based index in its run of consecutive digits, 0 for
     non-digits.
+
+    `sequence_ids` (batch, seq), as `packed_sequence_ids` gives them, end a run where a packed
+    sequence starts. `carry` (batch, 1) is the Abacus position of the token just before `input_ids`
+    (the end of a prompt given as embeddings): a run of digits at the start continues it.
 
     Example:
         >>> ids = torch.tensor([[5, 6, 14, 7, 8, 9, 18]])  # "12+345=" in the hf-arith vocabulary
         >>> compute_abacus_positions(ids, list(range(4, 14))).tolist()
         [[1, 2, 0, 1, 2, 3, 0]]
+        >>> packed = torch.tensor([[5, 6, 7, 8, 9]])  # "12" and "345", packed in one row
+        >>> compute_abacus_positions(packed, list(range(4, 14)), sequence_ids=torch.tensor([[0, 0, 1, 1, 1]])).tolist()
+        [[1, 2, 1, 2, 3]]
     """
     is_digit = torch.isin(input_ids, torch.tensor(digit_token_ids, device=input_ids.device))
     digits_so_far = is_digit.long().cumsum(-1)
-    # Count of digits up to the last non-digit token: where the current run started.
-    run_start = torch.where(is_digit, 0, digits_so_far).cummax(-1).values
-    return (digits_so_far - run_start) * is_digit
+    run_ends = ~is_digit
+    if sequence_ids is not None:
+        # A digit that opens a sequence starts a run as if a non-digit stood before it.
+        starts = torch.ones_like(is_digit)
+        starts[:, 1:] = sequence_ids[:, 1:] != sequence_ids[:, :-1]
+        run_ends = run_ends | starts
+    # Count of digits before the current run: the cumulative count just before its first digit.
+    run_start = torch.where(run_ends, digits_so_far - is_digit.long(), 0).cummax(-1).values
+    positions = (digits_so_far - run_start) * is_digit
+    if carry is not None:
+        leading = is_digit & (run_ends.long().cumsum(-1) == 0)
+        positions = positions + carry.to(positions.device) * leading
+    return positions
+
+
+def packed_sequence_ids(position_ids, attention_mask, cache) -> torch.LongTensor | None:
+    """Which packed sequence each token belongs to (batch, seq), or None when the row holds one.
+
+    As transformers' masks decide it (`find_packed_sequence_indices`): sequences are packed when the
+    position ids restart within a row and neither an attention mask nor a cache is given, which is
+    what `DataCollatorWithFlattening` and TRL's padding-free packing produce for training.
+    """
+    if position_ids is None or attention_mask is not None or cache is not None:
+        return None
+    return find_packed_sequence_indices(position_ids)
 
 
 class AbacusEmbedding(nn.Module):
@@ -109,15 +155,31 @@ class AbacusEmbedding(nn.Module):
             k = config.abacus_eval_offset
         return torch.where(positions > 0, positions + k, 0)
 
-    def forward(self, positions: torch.LongTensor | None, input_ids: torch.LongTensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        positions: torch.LongTensor | None,
+        input_ids: torch.LongTensor | None = None,
+        sequence_ids: torch.LongTensor | None = None,
+    ) -> torch.Tensor:
         """Abacus vectors (batch, seq, hidden) for `positions` (before any offset), computed from
-        `input_ids` when not given (`generate` gives them: a cached step sees only new tokens)."""
+        `input_ids` (and packed `sequence_ids`) when not given (`generate` gives them: a cached step
+        sees only new tokens)."""
         if positions is None:
             if input_ids is None:
-                raise ValueError("Abacus embeddings need input_ids or abacus_positions")
-            positions = compute_abacus_positions(input_ids, self.config.digit_token_ids)
+                raise ValueError(
+                    "this model adds Abacus positions to digit tokens, which it computes from input_ids; with "
+                    "inputs_embeds, also pass abacus_positions (batch, seq): each digit's 1-based index in its run "
+                    "of digits, 0 for other tokens (`compute_abacus_positions` of the token ids)"
+                )
+            positions = compute_abacus_positions(input_ids, self.config.digit_token_ids, sequence_ids)
         rows = self.offset(positions)
-        if rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
+        if torch.compiler.is_compiling():
+            # A compiled graph cannot branch on a value; the check runs inside it instead.
+            torch._assert_async(
+                (rows < self.config.abacus_num_positions).all(),
+                "a number has more digits than the Abacus table has rows (abacus_num_positions)",
+            )
+        elif rows.numel() and int(rows.max()) >= self.config.abacus_num_positions:
             longest = int(positions.max())
             raise ValueError(
                 f"a number of {longest} digits needs Abacus row {int(rows.max())}, but the table has "
@@ -175,11 +237,12 @@ class FireBias(nn.Module):
         return self.mlp(features.unsqueeze(-1).to(self.mlp[0].weight.dtype)).permute(0, 3, 1, 2)
 
 
-def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device) -> torch.Tensor:
+def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device, sequence_ids=None) -> torch.Tensor:
     """Additive mask (batch, 1, q, past + q): 0 where a query may attend, dtype-min elsewhere.
 
     Built here instead of with `transformers.masking_utils` because FIRE adds a learned bias to
-    it per layer and the looped cache holds more entries than there are layers.
+    it per layer and the looped cache holds more entries than there are layers. With packed
+    `sequence_ids` (batch, q; no cache), a query sees only its own sequence.
     """
     kv_len = past_len + q_len
     query_index = torch.arange(past_len, kv_len, device=device)
@@ -187,6 +250,8 @@ def causal_mask(attention_mask, batch_size, q_len, past_len, dtype, device) -> t
     allowed = allowed[None, None].expand(batch_size, 1, q_len, kv_len)
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, -kv_len:].bool()
+    if sequence_ids is not None:
+        allowed = allowed & (sequence_ids[:, None, :, None] == sequence_ids[:, None, None, :])
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
@@ -308,11 +373,25 @@ class CausalLMMixin:
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": f"{module}.{base.__name__}"}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def prepare_inputs_for_generation(self, input_ids, **kwargs):
-        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, **kwargs):
+        # `inputs_embeds` is named: `generate` accepts a prompt as embeddings only from models whose
+        # `prepare_inputs_for_generation` names it.
+        prompt_positions = kwargs.get("abacus_positions")
+        inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
         # A cached step sees only the new tokens, but a digit's Abacus position depends on the
         # digits before it: compute positions on the whole sequence and keep the new ones.
         if self.model.abacus is not None and inputs.get("input_ids") is not None:
+            carry = None
+            if inputs_embeds is not None:
+                # The prompt was embeddings (with its `abacus_positions`), so `input_ids` holds only
+                # the generated tokens; a number the prompt ended in continues into them.
+                if prompt_positions is None:
+                    raise ValueError(
+                        "generating from inputs_embeds with Abacus positions needs abacus_positions (batch, seq) "
+                        "for the prompt: each digit's 1-based index in its run of digits, 0 for other tokens"
+                    )
+                carry = prompt_positions[:, -1:]
             new = inputs["input_ids"].shape[1]
-            inputs["abacus_positions"] = compute_abacus_positions(input_ids, self.config.digit_token_ids)[:, -new:]
+            positions = compute_abacus_positions(input_ids, self.config.digit_token_ids, carry=carry)
+            inputs["abacus_positions"] = positions[:, -new:]
         return inputs

@@ -22,6 +22,7 @@ from .layers import (
     compute_abacus_positions,
     either_cache,
     ensure_cache_slots,
+    packed_sequence_ids,
     padding_free_position_ids,
 )
 
@@ -35,6 +36,14 @@ class AbacusPreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_attention_backend = True
+    # FIRE adds a learned bias to the attention logits and the looped cache holds R·L entries, so
+    # attention takes a dense additive mask: no flash or flex kernels, and no static cache (whose
+    # layer count is fixed by the config); the recurrence count, cache growth and Abacus row check
+    # are Python control flow, so no full-graph compile either. transformers reads these flags:
+    # its tests skip what they declare, and `from_pretrained` refuses the kernels.
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _can_compile_fullgraph = False
 
     def _init_weights(self, module):
         if isinstance(module, FireBias):
@@ -121,12 +130,19 @@ class AbacusModel(AbacusPreTrainedModel):
         embedded = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         batch, q_len = embedded.shape[:2]
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if past_key_values is not None and getattr(past_key_values, "is_compileable", False):
+            raise ValueError(
+                "Abacus models run on a dynamic cache only (the looped block stores one entry per layer per "
+                "recurrence, and the recurrence count may change at inference); drop cache_implementation='static' "
+                "(or the StaticCache) and generate with the default cache"
+            )
         if position_ids is None:
             position_ids = padding_free_position_ids(attention_mask, q_len, past_len, embedded.device)
         position_ids = position_ids.expand(batch, q_len)
+        sequence_ids = packed_sequence_ids(position_ids, attention_mask, past_key_values)
 
         if self.abacus is not None:
-            embedded = embedded + self.abacus(abacus_positions, input_ids)
+            embedded = embedded + self.abacus(abacus_positions, input_ids, sequence_ids)
         if self.embed_positions is not None:
             if int(position_ids.max()) >= self.config.max_position_embeddings:
                 raise ValueError(
@@ -145,10 +161,10 @@ class AbacusModel(AbacusPreTrainedModel):
         # Without padding, cache or FIRE bias, sdpa's own causal path is fastest (flash on GPU);
         # attention weights come from the eager kernel, which needs the mask.
         plain_causal = self.config._attn_implementation == "sdpa" and self.config.attention_positions != "fire"
-        if plain_causal and not padded and past_len == 0 and not output_attentions:
+        if plain_causal and not padded and past_len == 0 and sequence_ids is None and not output_attentions:
             mask = None
         else:
-            mask = causal_mask(attention_mask, batch, q_len, past_len, embedded.dtype, embedded.device)
+            mask = causal_mask(attention_mask, batch, q_len, past_len, embedded.dtype, embedded.device, sequence_ids)
         layer_kwargs = {
             "attention_mask": mask,
             "position_ids": position_ids,
@@ -276,6 +292,10 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             `input_ids`; computed from `input_ids` when omitted. `generate` passes them because a
             cached step sees only the newest token.
         num_items_in_batch (`int`, *optional*): divide the summed loss by this many label tokens.
+        shift_labels (`torch.LongTensor` of shape `(batch, seq)`, *optional*, in kwargs): targets already
+            aligned with the logits (sequence/context parallelism shifts before sharding); replace the
+            shifted `labels` in the loss, as in every transformers causal LM. Other loss arguments
+            (`ignore_index`) pass through to `loss_function` too.
         cache (`Cache`, *optional*): the KV cache, the name transformers >= 5.24 passes; the same as
             `past_key_values` (give one). The output returns it under the installed release's name.
         output_hidden_states, output_attentions: as `AbacusModel.forward` documents them.
@@ -304,13 +324,13 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         if labels is not None and self.training and self.config.progressive_loss_alpha > 0:
             return self._progressive_forward(
                 input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences,
-                abacus_positions, num_items_in_batch, progressive_depth,
+                abacus_positions, num_items_in_batch, progressive_depth, **kwargs,
             )
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=either_cache(cache, past_key_values),
+            cache=either_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             num_recurrences=num_recurrences,
@@ -323,7 +343,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
-        loss = None if labels is None else self._loss(logits, labels, num_items_in_batch)
+        loss = None if labels is None else self._loss(logits, labels, num_items_in_batch, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -332,11 +352,13 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
 
-    def _loss(self, logits, labels, num_items_in_batch):
+    def _loss(self, logits, labels, num_items_in_batch, **kwargs):
         """transformers' causal-LM loss: next-token cross-entropy in fp32, ignore index -100; with
-        `num_items_in_batch` the sum divided by that count (accumulation equals one big batch)."""
+        `num_items_in_batch` the sum divided by that count (accumulation equals one big batch). The
+        other loss arguments (`shift_labels`, `ignore_index`) go to `loss_function` as given."""
         return self.loss_function(
-            logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
+            logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch,
+            **kwargs,
         )
 
     def draw_progressive_depth(self, generator: torch.Generator | None = None,
@@ -353,7 +375,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
 
     def _progressive_forward(
         self, input_ids, attention_mask, position_ids, inputs_embeds, labels, num_recurrences, abacus_positions,
-        num_items_in_batch, progressive_depth=None,
+        num_items_in_batch, progressive_depth=None, **loss_kwargs,
     ) -> CausalLMOutputWithPast:
         """(1-α)·L(R recurrences) + α·L(n recurrences without grad, then k with grad), with
         `(n, k) = progressive_depth` or drawn by `draw_progressive_depth`."""
@@ -364,7 +386,7 @@ class AbacusForCausalLM(CausalLMMixin, AbacusPreTrainedModel, GenerationMixin):
 
         def loss_of(hidden):
             logits = self.lm_head(self.model.finish(hidden))
-            return logits, self._loss(logits, labels, num_items_in_batch)
+            return logits, self._loss(logits, labels, num_items_in_batch, **loss_kwargs)
 
         n, k = progressive_depth or self.draw_progressive_depth(num_recurrences=recurrences)
         if not (0 <= n < recurrences and 1 <= k <= recurrences - n):

@@ -9,7 +9,9 @@ conventions (`output_hidden_states`, `output_attentions`, `return_dict`) are tra
   like any other);
 - the "mitchell" init;
 - optional Abacus positions added to digit embeddings (McLeish et al. 2024);
-- position ids that skip left padding when none are given.
+- position ids that skip left padding when none are given;
+- with Abacus, a digit count that restarts where a packed sequence does (the attention restarts
+  there in transformers' own mask).
 
 Tensor names are native, so `hf_arith.convert --to native` is a config change.
 """
@@ -18,10 +20,13 @@ import math
 
 import torch
 from torch import nn
+from transformers import GenerationMixin
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.olmo.modeling_olmo import OlmoForCausalLM, OlmoModel, OlmoPreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_olmo import ArithOlmoConfig
@@ -30,6 +35,7 @@ from .layers import (
     AbacusEmbedding,
     CausalLMMixin,
     either_cache,
+    packed_sequence_ids,
     padding_free_position_ids,
 )
 
@@ -84,23 +90,28 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
         inputs_embeds: torch.Tensor | None = None,
         abacus_positions: torch.LongTensor | None = None,
         cache: Cache | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         r"""
         abacus_positions (`torch.LongTensor` of shape `(batch, seq)`, *optional*): with `config.abacus`,
-            the Abacus positions of `input_ids` before any offset; computed from `input_ids` when omitted.
+            the Abacus positions of `input_ids` before any offset; computed from `input_ids` when omitted,
+            needed with `inputs_embeds`.
         cache / past_key_values (`Cache`, *optional*): the KV cache under either transformers name.
 
         Everything else is `OlmoModel.forward`'s, passed through.
         """
         cache = either_cache(cache, past_key_values)
+        if self.training and kwargs.get("use_cache") is None:
+            kwargs["use_cache"] = False  # a training step builds no cache (native's default would)
         if self.abacus is not None:
-            abacus = self.abacus(abacus_positions, input_ids)
+            use_cache = self.config.use_cache if kwargs.get("use_cache") is None else kwargs["use_cache"]
+            # Native's mask separates packed sequences exactly when it builds no cache; so does the count.
+            caching = cache is not None or bool(use_cache)
+            sequence_ids = packed_sequence_ids(position_ids, attention_mask, cache if not caching else True)
+            abacus = self.abacus(abacus_positions, input_ids, sequence_ids)
             if inputs_embeds is None:
                 inputs_embeds = self.embed_tokens(input_ids)
             inputs_embeds, input_ids = inputs_embeds + abacus, None
-        if self.training and kwargs.get("use_cache") is None:
-            kwargs["use_cache"] = False  # a training step builds no cache (native's default would)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             # A left-padded batch gives each row the positions it would have alone, as `generate` does.
             q_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -116,7 +127,7 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
         )
 
 
-class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausalLM):
+class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausalLM, GenerationMixin):
     """transformers' `OlmoForCausalLM` over `ArithOlmoModel`. The LM head has
     `config.embedding_size` rows; logits have one column per token, `config.vocab_size`, as
     transformers expects (the padding rows are no tokens)."""
@@ -142,7 +153,7 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausa
         logits_to_keep: int | torch.Tensor = 0,
         abacus_positions: torch.LongTensor | None = None,
         cache: Cache | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         r"""
         `OlmoForCausalLM.forward`, with logits of shape (batch, seq, `config.vocab_size`): the
@@ -186,8 +197,15 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausa
         """transformers' resize, keeping our two sizes apart: `config.vocab_size` becomes the token
         count asked for (the tokenizer's), `config.embedding_size` the rows (rounded up to
         `pad_to_multiple_of`), so the padding rows stay masked and the config matches the weights.
+
+        New tokens get new rows as transformers gives them (with `mean_resizing`, drawn around the
+        mean and covariance of the existing token rows), never the old padding rows: those were no
+        tokens and were never trained as such.
         """
         vocab_size = self.config.vocab_size if new_num_tokens is None else new_num_tokens
+        if new_num_tokens is not None and self.get_input_embeddings().num_embeddings > self.config.vocab_size:
+            # Drop the padding rows first, so that transformers grows from the real tokens only.
+            super().resize_token_embeddings(self.config.vocab_size, mean_resizing=False)
         embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
         self.config.embedding_size = embeddings.num_embeddings
         self.config.vocab_size = min(vocab_size, embeddings.num_embeddings)
