@@ -128,6 +128,16 @@ def test_malformed_recipe_yaml_names_the_line(tmp_path, capsys):
     assert "broken.yaml: not valid YAML at line 2" in one_line(capsys)
 
 
+@pytest.mark.parametrize("text", ["", "\n  \n", "# a recipe, some day\n", "{}\n"])
+def test_an_empty_recipe_file_is_refused_by_name(tmp_path, capsys, text):
+    """It used to train a default model (1024 wide, 8 layers) for 1000 steps."""
+    (tmp_path / "empty.yaml").write_text(text)
+    assert main(["train", str(tmp_path / "empty.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    line = one_line(capsys)
+    assert f"recipe file '{tmp_path / 'empty.yaml'}' is empty" in line and "recipes/abacus/addition_cpu.yaml" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_errors_are_one_line(tiny_run, tmp_path, capsys):
     recipe, run = tiny_run
     copy = shutil.copytree(run, tmp_path / "run")
