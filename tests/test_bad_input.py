@@ -138,6 +138,21 @@ def test_an_empty_recipe_file_is_refused_by_name(tmp_path, capsys, text):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("text, key, first, second", [
+    ("seed: 1\ndata: {task: addition}\nseed: 2\n", "seed", 1, 3),
+    ("train:\n  max_steps: 5\n  lr: 1.0e-3\n  lr: 3.0e-4\n", "train.lr", 3, 4),
+    ("eval:\n  evaluators:\n    - {name: arith_loss, args: {samples: 4, samples: 8}}\n",
+     "eval.evaluators[0].args.samples", 3, 3),
+])
+def test_a_key_given_twice_in_a_recipe_is_refused_naming_it_and_its_lines(tmp_path, capsys, text, key, first, second):
+    """PyYAML keeps the last of two equal keys without a word."""
+    (tmp_path / "twice.yaml").write_text(text)
+    assert main(["train", str(tmp_path / "twice.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    line = one_line(capsys)
+    assert f"twice.yaml: not valid YAML at line {second}: duplicate key '{key}' (first at line {first})" in line, line
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_errors_are_one_line(tiny_run, tmp_path, capsys):
     recipe, run = tiny_run
     copy = shutil.copytree(run, tmp_path / "run")
