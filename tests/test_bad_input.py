@@ -153,6 +153,26 @@ def test_a_key_given_twice_in_a_recipe_is_refused_naming_it_and_its_lines(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_resume_refuses_a_changed_schedule_and_allows_a_longer_run(tiny_run, tmp_path, capsys):
+    """`--set train.lr=...` on resume used to warn, keep the checkpoint's schedule and optimizer,
+    and write the new lr into recipe.yaml and final/recipe.yaml."""
+    recipe, run = tiny_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    recipes = {p: p.read_text() for p in (copy / "recipe.yaml", copy / "final" / "recipe.yaml")}
+    base = ["train", str(recipe), "--output-dir", str(copy), "--resume", "latest", "--max-steps", "3"]
+    for change, key, values in [("train.lr=5e-3", "train.lr", "(0.0001 there, 0.005 now)"),
+                                ("train.warmup=0.5", "train.warmup", "(0 there, 0.5 now)"),
+                                ("train.global_batch_size=16", "train.global_batch_size", "(8 there, 16 now)")]:
+        assert main([*base, "--set", change]) == 2
+        line = one_line(capsys)
+        assert f"cannot resume {copy / 'checkpoints' / 'step_2'} with another {key} {values}" in line, line
+        assert "train with it from the start in a new --output-dir" in line
+        assert {p: p.read_text() for p in recipes} == recipes  # nothing rewritten
+    # A longer run is what resuming is for: it trains on (and says what else changed in the log).
+    assert main(base) == 0
+    assert (copy / "checkpoints" / "step_3").is_dir() and "max_steps: 3" in (copy / "final" / "recipe.yaml").read_text()
+
+
 def test_resume_errors_are_one_line(tiny_run, tmp_path, capsys):
     recipe, run = tiny_run
     copy = shutil.copytree(run, tmp_path / "run")
