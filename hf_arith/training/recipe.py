@@ -113,7 +113,9 @@ class TrainSpec:
             saved before them (none is saved during such a streak). fp16's gradient scaler skips a
             few steps at the start while it finds its scale, hence the margin. 0 stops at the first.
         mixed_precision: `no`, `bf16` or `fp16` autocast (weights and optimizer stay fp32).
-        z_loss: coefficient of the z-loss `mean(logsumexp(logits)^2)` over label tokens (OLMo: 1e-4).
+        z_loss: coefficient of the z-loss `mean(logsumexp(logits)^2)` over label tokens (OLMo: 1e-4),
+            added to the objective; `metrics.jsonl` logs it (times the coefficient) as `z_loss`, apart
+            from `loss`, the cross-entropy.
         compile: `torch.compile` the model.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         save_every: write a resumable checkpoint every N steps (and at the end); 0 = never.

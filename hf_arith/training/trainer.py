@@ -244,14 +244,15 @@ def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], rec
     """Forward and backward over this process's micro-batches of global batch `step`, given as
     `(global micro-batch index, batch)` pairs; gradients are left in `.grad`, synchronised across
     processes. Random draws inside each forward are keyed by (seed, step, index) (`keyed_rng`).
-    Returns the global `loss`, and the global counts of `label_tokens`, `tokens` (non-padding) and
-    `padded_tokens`.
+    Returns the global `loss` (the model's own: cross-entropy), `z_loss` (the `train.z_loss` term
+    the objective adds to it; 0 without one), and the global counts of `label_tokens`, `tokens`
+    (non-padding) and `padded_tokens`.
 
     Example:
         Inside `train`, on what `_build` prepared::
 
             stats = train_step(accelerator, model, model, [(0, collate(rows))], recipe, step=0)
-            sorted(stats)  # ['label_tokens', 'loss', 'padded_tokens', 'tokens']
+            sorted(stats)  # ['label_tokens', 'loss', 'padded_tokens', 'tokens', 'z_loss']
     """
     device = accelerator.device
     local = torch.tensor(
@@ -265,7 +266,7 @@ def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], rec
     num_items = torch.tensor(max(label_tokens, 1.0), device=device)
     z_coef = recipe.train.z_loss
     shared = step_inputs(accelerator.unwrap_model(model), recipe.seed, step)
-    loss_sum = torch.zeros((), device=device)
+    sums = torch.zeros(2, device=device)  # the model's loss, the z-loss term: logged apart
     for i, (index, batch) in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         last = i == len(batches) - 1
@@ -277,14 +278,16 @@ def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], rec
         sync = accelerator.no_sync(model) if defer else contextlib.nullcontext()
         with sync, keyed_rng(recipe.seed, step, index, device):
             out = forward(**batch, **shared, num_items_in_batch=num_items)
-            loss = out.loss
-            if z_coef:
-                loss = loss + z_coef * _z_loss(out.logits, batch["labels"], num_items)
+            z_loss = z_coef * _z_loss(out.logits, batch["labels"], num_items) if z_coef else None
+            objective = out.loss if z_loss is None else out.loss + z_loss
             # DDP averages gradients over processes; the loss is already a global-batch mean.
-            accelerator.backward(loss * accelerator.num_processes)
-        loss_sum += loss.detach().float()
-    loss_total = accelerator.reduce(loss_sum, reduction="sum")
-    return {"loss": float(loss_total), "label_tokens": label_tokens, "tokens": tokens, "padded_tokens": padded}
+            accelerator.backward(objective * accelerator.num_processes)
+        sums[0] += out.loss.detach().float()
+        if z_loss is not None:
+            sums[1] += z_loss.detach().float()
+    loss_total, z_total = accelerator.reduce(sums, reduction="sum").tolist()
+    return {"loss": loss_total, "z_loss": z_total, "label_tokens": label_tokens, "tokens": tokens,
+            "padded_tokens": padded}
 
 
 def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
@@ -589,7 +592,7 @@ def _start(run: _Run, checkpoint: Path | None) -> _Loop:
         run.source.save_order(out, run.schedule.offset(recipe.train.max_steps), write=main)
     if recipe.train.report_to:
         accelerator.init_trackers("tensorboard", config=_flat_config(recipe))
-    window = {"loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
+    window = {"loss": 0.0, "z_loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
     window.update(state.log_window)
     return _Loop(state, window, last_saved=state.step if checkpoint is not None else -1,
                  unconfirmed=checkpoint is not None and checkpoint == latest_checkpoint(out))
@@ -619,12 +622,13 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
     stats = train_step(accelerator, run.model, run.forward, batches, run.recipe, state.step)
     grad_norm = _clip_gradients(accelerator, run.model, limit)
     lr = run.scheduler.get_last_lr()[0]
-    skipped = _step_unless_nonfinite(run, stats["loss"], grad_norm)
+    objective = stats["loss"] + stats["z_loss"]
+    skipped = _step_unless_nonfinite(run, objective, grad_norm)
     # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
     loop.nonfinite = loop.nonfinite + [state.step + 1] if skipped else []
     if skipped:
         state.skipped_steps += 1
-        logger.warning(f"step {state.step + 1}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
+        logger.warning(f"step {state.step + 1}: non-finite loss {objective} or gradient norm {grad_norm}; "
                        f"update skipped ({state.skipped_steps} so far, {len(loop.nonfinite)} in a row)")
     elif loop.unconfirmed:
         if accelerator.is_main_process:
@@ -646,8 +650,9 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
     window["tokens"] += stats["tokens"]
     window["padded"] += stats["padded_tokens"]
     window["time"] += elapsed
-    if math.isfinite(stats["loss"]):
+    if math.isfinite(objective):
         window["loss"] += stats["loss"]
+        window["z_loss"] += stats["z_loss"]
         window["finite"] += 1
     return _Update(lr=lr, grad_norm=grad_norm, batch_size=stop - start, elapsed_s=elapsed)
 
@@ -720,9 +725,15 @@ def _log_progress(run: _Run, loop: _Loop, update: _Update, bar) -> None:
     """Logs the averages of the window (to `metrics.jsonl`, the trackers, the bar, or the log
     without a bar) and opens the next window."""
     t, state, window = run.recipe.train, loop.state, loop.window
+
+    def mean(key: str) -> float:
+        return window[key] / window["finite"] if window["finite"] else math.nan
+
+    # `loss` is the model's cross-entropy, comparable across runs; the z-loss term has its own column.
     record = {
         "step": state.step,
-        "loss": window["loss"] / window["finite"] if window["finite"] else math.nan,
+        "loss": mean("loss"),
+        **({"z_loss": mean("z_loss")} if t.z_loss else {}),
         "lr": update.lr,
         "grad_norm": update.grad_norm,
         "batch_size": update.batch_size,
