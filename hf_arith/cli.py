@@ -19,6 +19,7 @@ import argparse
 import errno
 import logging
 import os
+import shlex
 import sys
 
 from hf_arith.errors import HfArithError
@@ -65,10 +66,18 @@ def _needs_quotes(text: str) -> bool:
 def run_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from hf_arith.training import load_recipe, train
+    from hf_arith.training import TrainingStopped, load_recipe, train
 
     recipe = load_recipe(args.recipe, train_overrides(args))
-    final = train(recipe, resume=args.resume)
+    try:
+        final = train(recipe, resume=args.resume)
+    except TrainingStopped as stopped:  # SIGTERM or Ctrl-C: the step finished and was saved
+        state = PartialState()
+        if state.is_main_process:
+            print(f"{stopped}; continue with: {resume_command(args, recipe.output_dir, state.num_processes)}",
+                  file=sys.stderr)
+        state.destroy_process_group()
+        return stopped.exit_status
     state = PartialState()
     if state.is_main_process:
         print(f"saved {final}")
@@ -76,6 +85,26 @@ def run_train(args: argparse.Namespace) -> int:
     # which aborts a process now and then ("terminate called without an active exception").
     state.destroy_process_group()
     return 0
+
+
+def resume_command(args: argparse.Namespace, output_dir: str, num_processes: int = 1) -> str:
+    """The command that continues this `train` run from its newest checkpoint: the same recipe,
+    flags and overrides (a resume that changes them would train another run), `--resume latest`.
+
+    Example:
+        >>> args = build_parser().parse_args(["train", "r.yaml", "--max-steps", "50", "--set", "train.lr=1e-3"])
+        >>> resume_command(args, "runs/r")
+        'hf-arith train r.yaml --output-dir runs/r --max-steps 50 --set train.lr=1e-3 --resume latest'
+    """
+    argv = ["train", args.recipe, "--output-dir", str(output_dir)]
+    for flag, value in (("--max-steps", args.max_steps), ("--save-every", args.save_every), ("--seed", args.seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for override in args.overrides:
+        argv += ["--set", override]
+    # Under `accelerate launch` only the launcher knows its own options: the user repeats them.
+    launcher = "hf-arith" if num_processes == 1 else "accelerate launch ... -m hf_arith"
+    return f"{launcher} {shlex.join([*argv, '--resume', 'latest'])}"
 
 
 # ---------------------------------------------------------------------------------------------

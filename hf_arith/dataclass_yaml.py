@@ -40,9 +40,37 @@ from hf_arith.errors import RecipeError
 
 
 class RecipeLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that reads `1e-4` as YAML 1.2 does, a float. PyYAML follows YAML 1.1, where a
-    float needs a dot and `1e-4` is a string; a string then reached fields without a declared type
-    (`model.config.layer_norm_eps`) as text and failed inside torch."""
+    """`yaml.SafeLoader` that reads `1e-4` as YAML 1.2 does, a float, and refuses a key given twice
+    in one mapping. PyYAML follows YAML 1.1, where a float needs a dot and `1e-4` is a string; a
+    string then reached fields without a declared type (`model.config.layer_norm_eps`) as text and
+    failed inside torch. And PyYAML keeps the last of two equal keys without a word, so a recipe
+    that set `seed:` twice trained with whichever came last."""
+
+    def construct_document(self, node):
+        _refuse_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+
+def _refuse_duplicate_keys(node, path: str, seen: set) -> None:
+    """A `ConstructorError` at the second of two equal keys of any mapping under `node`, naming its
+    dotted path and the line of the first (merge keys `<<` may be overridden, as YAML intends)."""
+    if id(node) in seen:  # an alias: checked where its anchor is
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path[:-1]}[{i}].", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":
+                if name in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {path + name!r} (first at line {first[name].line + 1}); "
+                                    f"YAML would keep only the last one: remove the other", key.start_mark)
+                first[name] = key.start_mark
+            _refuse_duplicate_keys(value, f"{path}{name}." if name is not None else path, seen)
 
 
 RecipeLoader.add_implicit_resolver(
@@ -52,11 +80,15 @@ RecipeLoader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    """YAML text to Python values with `RecipeLoader` (safe; `1e-4` is a float).
+    """YAML text to Python values with `RecipeLoader` (safe; `1e-4` is a float; a key given twice
+    is an error, not the last one winning).
 
     Example:
         >>> load_yaml("{eps: 1e-12, lr: 3.0e-4, name: 1e3x, n: 5}")
         {'eps': 1e-12, 'lr': 0.0003, 'name': '1e3x', 'n': 5}
+        >>> load_yaml("seed: 1\\ntrain:\\n  lr: 1.0e-3\\n  lr: 3.0e-4\\n")
+        Traceback (most recent call last):
+        yaml.constructor.ConstructorError: duplicate key 'train.lr' (first at line 3); YAML would keep only the last ...
     """
     return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
 

@@ -128,6 +128,51 @@ def test_malformed_recipe_yaml_names_the_line(tmp_path, capsys):
     assert "broken.yaml: not valid YAML at line 2" in one_line(capsys)
 
 
+@pytest.mark.parametrize("text", ["", "\n  \n", "# a recipe, some day\n", "{}\n"])
+def test_an_empty_recipe_file_is_refused_by_name(tmp_path, capsys, text):
+    """It used to train a default model (1024 wide, 8 layers) for 1000 steps."""
+    (tmp_path / "empty.yaml").write_text(text)
+    assert main(["train", str(tmp_path / "empty.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    line = one_line(capsys)
+    assert f"recipe file '{tmp_path / 'empty.yaml'}' is empty" in line and "recipes/abacus/addition_cpu.yaml" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, key, first, second", [
+    ("seed: 1\ndata: {task: addition}\nseed: 2\n", "seed", 1, 3),
+    ("train:\n  max_steps: 5\n  lr: 1.0e-3\n  lr: 3.0e-4\n", "train.lr", 3, 4),
+    ("eval:\n  evaluators:\n    - {name: arith_loss, args: {samples: 4, samples: 8}}\n",
+     "eval.evaluators[0].args.samples", 3, 3),
+])
+def test_a_key_given_twice_in_a_recipe_is_refused_naming_it_and_its_lines(tmp_path, capsys, text, key, first, second):
+    """PyYAML keeps the last of two equal keys without a word."""
+    (tmp_path / "twice.yaml").write_text(text)
+    assert main(["train", str(tmp_path / "twice.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    line = one_line(capsys)
+    assert f"twice.yaml: not valid YAML at line {second}: duplicate key '{key}' (first at line {first})" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_changed_schedule_and_allows_a_longer_run(tiny_run, tmp_path, capsys):
+    """`--set train.lr=...` on resume used to warn, keep the checkpoint's schedule and optimizer,
+    and write the new lr into recipe.yaml and final/recipe.yaml."""
+    recipe, run = tiny_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    recipes = {p: p.read_text() for p in (copy / "recipe.yaml", copy / "final" / "recipe.yaml")}
+    base = ["train", str(recipe), "--output-dir", str(copy), "--resume", "latest", "--max-steps", "3"]
+    for change, key, values in [("train.lr=5e-3", "train.lr", "(0.0001 there, 0.005 now)"),
+                                ("train.warmup=0.5", "train.warmup", "(0 there, 0.5 now)"),
+                                ("train.global_batch_size=16", "train.global_batch_size", "(8 there, 16 now)")]:
+        assert main([*base, "--set", change]) == 2
+        line = one_line(capsys)
+        assert f"cannot resume {copy / 'checkpoints' / 'step_2'} with another {key} {values}" in line, line
+        assert "train with it from the start in a new --output-dir" in line
+        assert {p: p.read_text() for p in recipes} == recipes  # nothing rewritten
+    # A longer run is what resuming is for: it trains on (and says what else changed in the log).
+    assert main(base) == 0
+    assert (copy / "checkpoints" / "step_3").is_dir() and "max_steps: 3" in (copy / "final" / "recipe.yaml").read_text()
+
+
 def test_resume_errors_are_one_line(tiny_run, tmp_path, capsys):
     recipe, run = tiny_run
     copy = shutil.copytree(run, tmp_path / "run")

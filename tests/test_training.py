@@ -119,6 +119,22 @@ def test_final_folder_loads_without_hf_arith_and_gives_the_same_logits(tmp_path)
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
 
 
+def test_the_logged_loss_is_the_cross_entropy_and_the_z_loss_has_its_own_column(tmp_path):
+    """Reference: the same run without a z-loss. Its first step's loss is the cross-entropy of the
+    same initial weights on the same batch; the z-loss term is the coefficient times a quantity of
+    those logits, so doubling the coefficient doubles it. Before, `loss` was the sum of both."""
+    def first_records(coefficient):
+        out = tmp_path / f"z{coefficient}"
+        train(tiny_recipe(out, max_steps=3, z_loss=coefficient))
+        return read_metrics(out / "metrics.jsonl")
+
+    plain, z, z2 = first_records(0.0), first_records(1e-2), first_records(2e-2)
+    assert "z_loss" not in plain[0]  # no column of zeros in runs without one
+    assert z[0]["loss"] == z2[0]["loss"] == plain[0]["loss"]
+    assert z[0]["z_loss"] > 0 and z2[0]["z_loss"] == pytest.approx(2 * z[0]["z_loss"], rel=1e-6)
+    assert z[2]["loss"] != plain[2]["loss"]  # the z-loss is still trained on
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     full = tiny_recipe(tmp_path / "full", max_steps=12, save_every=6, keep_last=5)
     train(full)

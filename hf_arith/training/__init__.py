@@ -11,7 +11,8 @@ Example::
 """
 
 from .models import build_model
+from .preemption import TrainingStopped
 from .recipe import Recipe, load_recipe, recipe_from_dict, save_recipe
 from .trainer import train
 
-__all__ = ["Recipe", "build_model", "load_recipe", "recipe_from_dict", "save_recipe", "train"]
+__all__ = ["Recipe", "TrainingStopped", "build_model", "load_recipe", "recipe_from_dict", "save_recipe", "train"]

@@ -524,9 +524,20 @@ def find_checkpoint(output_dir, resume: str | os.PathLike | None) -> Path | None
     return path
 
 
+# What a resume continues from the checkpoint whatever the recipe says: the optimizer's settings
+# (in its saved state), the learning rate's peak (in the scheduler's) and, fixed by the steps
+# already trained, the shape of the schedules and the data position. A new value would be written
+# to recipe.yaml without being what the run trains with. `train.max_steps` (and
+# `train.time_budget_minutes`) may change: the schedules are functions of them and follow.
+FIXED_ON_RESUME = ("train.lr", "train.betas", "train.eps", "train.weight_decay", "train.decay_embeddings",
+                   "train.schedule", "train.warmup", "train.cooldown", "train.schedule_clock", "train.final_lr_ratio",
+                   "train.warmup_start_ratio", "train.global_batch_size", "train.batch_ramp", "train.batch_warmup")
+
+
 def check_resumable(checkpoint: Path, recipe: Recipe) -> None:
-    """Refuses a checkpoint whose model differs from the recipe's; warns about other differences
-    (e.g. a longer `max_steps` is a legitimate reason to resume).
+    """Refuses a checkpoint whose model differs from the recipe's, or whose optimizer or schedules
+    the recipe changes (`FIXED_ON_RESUME`); warns about other differences (e.g. a longer
+    `max_steps` is a legitimate reason to resume).
 
     Example:
         >>> import tempfile
@@ -539,6 +550,9 @@ def check_resumable(checkpoint: Path, recipe: Recipe) -> None:
         >>> check_resumable(checkpoint, wider)
         Traceback (most recent call last):
         hf_arith.errors.HfArithError: ...step_100 was trained with a different model (model.config.hidden_size); ...
+        >>> check_resumable(checkpoint, load_recipe("recipes/abacus/addition_cpu.yaml", ["train.lr=5e-3"]))
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: cannot resume ...step_100 with another train.lr (0.001 there, 0.005 now): ...
     """
     saved_path = checkpoint / "recipe.yaml"
     if not saved_path.is_file():
@@ -550,6 +564,15 @@ def check_resumable(checkpoint: Path, recipe: Recipe) -> None:
         raise HfArithError(
             f"checkpoint {checkpoint} was trained with a different model ({', '.join(model_changes)}); "
             f"resume with the recipe it was saved with ({saved_path})"
+        )
+    fixed = [k for k in changed if any(k == f or k.startswith(f"{f}.") for f in FIXED_ON_RESUME)]
+    if fixed:
+        values = ", ".join(f"{k} ({saved.get(k)!r} there, {current.get(k)!r} now)" for k in fixed)
+        raise HfArithError(
+            f"cannot resume {checkpoint} with another {values}: the optimizer, the learning-rate and batch "
+            f"schedules and the data position continue from the checkpoint, so the run would not train with the "
+            f"new value that its recipe.yaml would record; resume without the change, or train with it from the "
+            f"start in a new --output-dir (train.max_steps may change on resume)"
         )
     if changed:
         logger.warning(f"resuming {checkpoint} with a recipe that differs in: {', '.join(changed)}")
@@ -565,7 +588,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-__all__ = ["LAYOUT_FILE", "WRITE_ERRORS", "TrainState", "any_process", "check_output_dir", "check_resumable",
-           "check_sharded_metadata", "checkpoint_bytes", "discard", "find_checkpoint", "latest_checkpoint",
-           "list_checkpoints", "load_checkpoint", "retire_checkpoints", "save_checkpoint", "write_error_text",
-           "written_layout"]
+__all__ = ["FIXED_ON_RESUME", "LAYOUT_FILE", "WRITE_ERRORS", "TrainState", "any_process", "check_output_dir",
+           "check_resumable", "check_sharded_metadata", "checkpoint_bytes", "discard", "find_checkpoint",
+           "latest_checkpoint", "list_checkpoints", "load_checkpoint", "retire_checkpoints", "save_checkpoint",
+           "write_error_text", "written_layout"]

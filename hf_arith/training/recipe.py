@@ -113,7 +113,9 @@ class TrainSpec:
             saved before them (none is saved during such a streak). fp16's gradient scaler skips a
             few steps at the start while it finds its scale, hence the margin. 0 stops at the first.
         mixed_precision: `no`, `bf16` or `fp16` autocast (weights and optimizer stay fp32).
-        z_loss: coefficient of the z-loss `mean(logsumexp(logits)^2)` over label tokens (OLMo: 1e-4).
+        z_loss: coefficient of the z-loss `mean(logsumexp(logits)^2)` over label tokens (OLMo: 1e-4),
+            added to the objective; `metrics.jsonl` logs it (times the coefficient) as `z_loss`, apart
+            from `loss`, the cross-entropy.
         compile: `torch.compile` the model.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         save_every: write a resumable checkpoint every N steps (and at the end); 0 = never.
@@ -252,11 +254,15 @@ def load_recipe(path: str | os.PathLike, overrides=()) -> Recipe:
             path.parent.is_dir() and any(path.parent.glob("*.yaml"))) else ""
         raise RecipeError(f"recipe file {str(path)!r} not found{hint}")
     try:
-        raw = load_yaml(path.read_text()) or {}
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if raw is None or raw == {}:  # every field has a default: an empty file would train a default model
+        raise RecipeError(f"recipe file {str(path)!r} is empty (nothing but whitespace or comments); a recipe "
+                          f"names at least model, data and train: start from one in recipes/, e.g. "
+                          f"recipes/abacus/addition_cpu.yaml")
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with keys {allowed_keys(Recipe)}")
     recipe_steps = (raw.get("train") or {}).get("max_steps")

@@ -38,6 +38,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,7 @@ from .evaluators import build_evaluators
 from .metrics_log import plot_loss, read_metrics, truncate_metrics
 from .models import build_model
 from .optim import BatchSchedule, BudgetClock, clip_value, process_share
+from .preemption import StopSignals, TrainingStopped
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
@@ -242,14 +244,15 @@ def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], rec
     """Forward and backward over this process's micro-batches of global batch `step`, given as
     `(global micro-batch index, batch)` pairs; gradients are left in `.grad`, synchronised across
     processes. Random draws inside each forward are keyed by (seed, step, index) (`keyed_rng`).
-    Returns the global `loss`, and the global counts of `label_tokens`, `tokens` (non-padding) and
-    `padded_tokens`.
+    Returns the global `loss` (the model's own: cross-entropy), `z_loss` (the `train.z_loss` term
+    the objective adds to it; 0 without one), and the global counts of `label_tokens`, `tokens`
+    (non-padding) and `padded_tokens`.
 
     Example:
         Inside `train`, on what `_build` prepared::
 
             stats = train_step(accelerator, model, model, [(0, collate(rows))], recipe, step=0)
-            sorted(stats)  # ['label_tokens', 'loss', 'padded_tokens', 'tokens']
+            sorted(stats)  # ['label_tokens', 'loss', 'padded_tokens', 'tokens', 'z_loss']
     """
     device = accelerator.device
     local = torch.tensor(
@@ -263,7 +266,7 @@ def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], rec
     num_items = torch.tensor(max(label_tokens, 1.0), device=device)
     z_coef = recipe.train.z_loss
     shared = step_inputs(accelerator.unwrap_model(model), recipe.seed, step)
-    loss_sum = torch.zeros((), device=device)
+    sums = torch.zeros(2, device=device)  # the model's loss, the z-loss term: logged apart
     for i, (index, batch) in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         last = i == len(batches) - 1
@@ -275,14 +278,16 @@ def train_step(accelerator, model, forward, batches: list[tuple[int, dict]], rec
         sync = accelerator.no_sync(model) if defer else contextlib.nullcontext()
         with sync, keyed_rng(recipe.seed, step, index, device):
             out = forward(**batch, **shared, num_items_in_batch=num_items)
-            loss = out.loss
-            if z_coef:
-                loss = loss + z_coef * _z_loss(out.logits, batch["labels"], num_items)
+            z_loss = z_coef * _z_loss(out.logits, batch["labels"], num_items) if z_coef else None
+            objective = out.loss if z_loss is None else out.loss + z_loss
             # DDP averages gradients over processes; the loss is already a global-batch mean.
-            accelerator.backward(loss * accelerator.num_processes)
-        loss_sum += loss.detach().float()
-    loss_total = accelerator.reduce(loss_sum, reduction="sum")
-    return {"loss": float(loss_total), "label_tokens": label_tokens, "tokens": tokens, "padded_tokens": padded}
+            accelerator.backward(objective * accelerator.num_processes)
+        sums[0] += out.loss.detach().float()
+        if z_loss is not None:
+            sums[1] += z_loss.detach().float()
+    loss_total, z_total = accelerator.reduce(sums, reduction="sum").tolist()
+    return {"loss": loss_total, "z_loss": z_total, "label_tokens": label_tokens, "tokens": tokens,
+            "padded_tokens": padded}
 
 
 def run_evaluators(accelerator, model, evaluators, step: int) -> dict:
@@ -384,6 +389,11 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     checkpoint stays), more than `train.max_consecutive_nonfinite` non-finite steps in a row
     (nothing of the diverged state is saved).
 
+    SIGTERM (what Slurm, Kubernetes and spot instances send before a kill) and SIGINT (Ctrl-C)
+    finish the current step, save a checkpoint of it on every process and raise `TrainingStopped`
+    (`preemption.py`); `resume="latest"` then continues exactly. The previous signal handlers are
+    restored when `train` returns or raises.
+
     Example:
         Continue an interrupted run from its newest checkpoint, exactly::
 
@@ -394,48 +404,75 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
     checkpoint = _checkpoint_to_resume(out, resume)
     run = _build(recipe, accelerator)
     loop = _start(run, checkpoint)
-    state, budget_s = loop.state, run.budget_s
+    state = loop.state
     bar = _progress_bar(run, state)
 
     run.model.train()
+    # From here a stop signal waits for the end of the current step (and is ignored once the loop
+    # is done: writing final/ is then the quickest way out).
+    with StopSignals() as signals:
+        preempted = _train_steps(run, loop, bar, signals)
+        bar.close()
+        if preempted:
+            stopped = _stopped(run, loop, signals.signum)  # agreed over the processes: before end_training
+            accelerator.end_training()
+            raise stopped
+
+        if not _weights_finite(accelerator, run.model):
+            raise _diverged(recipe, loop.nonfinite or [state.step], loop.unconfirmed, weights=True)
+        if t.save_every and loop.last_saved != state.step:
+            _save(run, loop)
+        if t.save_every and accelerator.is_main_process:
+            retire_checkpoints(out, t.keep_last)
+        final = save_final(accelerator, run.model, run.tokenizer, recipe, out)
+        if accelerator.is_main_process:
+            plot_loss(run.metrics_path, out / "loss.png")
+    accelerator.end_training()
+    return final
+
+
+def _train_steps(run: _Run, loop: _Loop, bar, signals: StopSignals) -> bool:
+    """Optimizer steps with their logs, evaluations and checkpoints until `train.max_steps`, the
+    time budget, or a stop signal; returns whether a signal stopped it (after saving its step, unless
+    the weights were not finite).
+    Raises `HfArithError` when training diverges."""
+    recipe, accelerator, state, budget_s = run.recipe, run.accelerator, loop.state, run.budget_s
+    t = recipe.train
     while state.step < t.max_steps:
         update = _optimizer_step(run, loop)
         bar.update(1 if run.clock is None else min(update.elapsed_s, max(0.0, budget_s - bar.n)))  # by time: seconds
 
         done = state.step == t.max_steps
         out_of_time = budget_s is not None and any_process(accelerator, state.elapsed_s > budget_s)
+        # Processes may get the signal at different steps: all stop at the first step any saw it.
+        preempted = not done and any_process(accelerator, signals.signum is not None)
         diverged = len(loop.nonfinite) > t.max_consecutive_nonfinite
         if state.step % t.log_every == 0 or done or out_of_time or diverged:
             _log_progress(run, loop, update, bar)
         if diverged:
             raise _diverged(recipe, loop.nonfinite, loop.unconfirmed)
+        if preempted:
+            logger.info(f"{signals.name or 'a stop signal (on another process)'}: stopping after step {state.step}, "
+                        f"saving a checkpoint first")
 
         # Evaluate before saving: every record up to a checkpoint's step is then in metrics.jsonl
         # before the checkpoint exists, and a resumed run neither repeats nor misses one.
         stopping = done or out_of_time
         if run.evaluators and ((t.eval_every and state.step % t.eval_every == 0) or (stopping and recipe.eval.at_end)):
             _log(run, {"step": state.step, **run_evaluators(accelerator, run.model, run.evaluators, state.step)})
-        loop.save_due = loop.save_due or bool(t.save_every) and (state.step % t.save_every == 0 or stopping)
+        # A stopped run saves even with save_every: 0, or the steps since the last save are lost.
+        loop.save_due = (loop.save_due or preempted
+                         or bool(t.save_every) and (state.step % t.save_every == 0 or stopping))
         # Inside a run of non-finite steps (or past an update that overflowed the weights) the save
         # waits: retention must not delete the good checkpoints for a state that may be diverging.
         if loop.save_due and not loop.nonfinite and _weights_finite(accelerator, run.model):
             _save(run, loop)
+        if preempted:
+            return True
         if out_of_time and not done:
             _log_budget_reached(run, state.step)
             break
-    bar.close()
-
-    if not _weights_finite(accelerator, run.model):
-        raise _diverged(recipe, loop.nonfinite or [state.step], loop.unconfirmed, weights=True)
-    if t.save_every and loop.last_saved != state.step:
-        _save(run, loop)
-    if t.save_every and accelerator.is_main_process:
-        retire_checkpoints(out, t.keep_last)
-    final = save_final(accelerator, run.model, run.tokenizer, recipe, out)
-    if accelerator.is_main_process:
-        plot_loss(run.metrics_path, out / "loss.png")
-    accelerator.end_training()
-    return final
+    return False
 
 
 @dataclass
@@ -555,7 +592,7 @@ def _start(run: _Run, checkpoint: Path | None) -> _Loop:
         run.source.save_order(out, run.schedule.offset(recipe.train.max_steps), write=main)
     if recipe.train.report_to:
         accelerator.init_trackers("tensorboard", config=_flat_config(recipe))
-    window = {"loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
+    window = {"loss": 0.0, "z_loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
     window.update(state.log_window)
     return _Loop(state, window, last_saved=state.step if checkpoint is not None else -1,
                  unconfirmed=checkpoint is not None and checkpoint == latest_checkpoint(out))
@@ -585,12 +622,13 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
     stats = train_step(accelerator, run.model, run.forward, batches, run.recipe, state.step)
     grad_norm = _clip_gradients(accelerator, run.model, limit)
     lr = run.scheduler.get_last_lr()[0]
-    skipped = _step_unless_nonfinite(run, stats["loss"], grad_norm)
+    objective = stats["loss"] + stats["z_loss"]
+    skipped = _step_unless_nonfinite(run, objective, grad_norm)
     # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
     loop.nonfinite = loop.nonfinite + [state.step + 1] if skipped else []
     if skipped:
         state.skipped_steps += 1
-        logger.warning(f"step {state.step + 1}: non-finite loss {stats['loss']} or gradient norm {grad_norm}; "
+        logger.warning(f"step {state.step + 1}: non-finite loss {objective} or gradient norm {grad_norm}; "
                        f"update skipped ({state.skipped_steps} so far, {len(loop.nonfinite)} in a row)")
     elif loop.unconfirmed:
         if accelerator.is_main_process:
@@ -612,8 +650,9 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
     window["tokens"] += stats["tokens"]
     window["padded"] += stats["padded_tokens"]
     window["time"] += elapsed
-    if math.isfinite(stats["loss"]):
+    if math.isfinite(objective):
         window["loss"] += stats["loss"]
+        window["z_loss"] += stats["z_loss"]
         window["finite"] += 1
     return _Update(lr=lr, grad_norm=grad_norm, batch_size=stop - start, elapsed_s=elapsed)
 
@@ -686,9 +725,15 @@ def _log_progress(run: _Run, loop: _Loop, update: _Update, bar) -> None:
     """Logs the averages of the window (to `metrics.jsonl`, the trackers, the bar, or the log
     without a bar) and opens the next window."""
     t, state, window = run.recipe.train, loop.state, loop.window
+
+    def mean(key: str) -> float:
+        return window[key] / window["finite"] if window["finite"] else math.nan
+
+    # `loss` is the model's cross-entropy, comparable across runs; the z-loss term has its own column.
     record = {
         "step": state.step,
-        "loss": window["loss"] / window["finite"] if window["finite"] else math.nan,
+        "loss": mean("loss"),
+        **({"z_loss": mean("z_loss")} if t.z_loss else {}),
         "lr": update.lr,
         "grad_norm": update.grad_norm,
         "batch_size": update.batch_size,
@@ -726,9 +771,24 @@ def _log_budget_reached(run: _Run, step: int) -> None:
 
 def _slowest(accelerator, seconds: float) -> float:
     """The largest of every process's `seconds`: schedules by time must agree across processes."""
+    return _largest(accelerator, seconds)
+
+
+def _largest(accelerator, value: float) -> float:
+    """The largest of every process's `value` (all processes must call it)."""
     if accelerator.num_processes == 1:
-        return seconds
-    return float(accelerator.gather(torch.tensor([seconds], dtype=torch.float64, device=accelerator.device)).max())
+        return value
+    return float(accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).max())
+
+
+def _stopped(run: _Run, loop: _Loop, signum: int | None) -> TrainingStopped:
+    """What ends a run stopped by a signal, the same on every process: the step, its checkpoint
+    (none if the weights were not finite) and the signal (SIGTERM where some process got it, which
+    is what schedulers send, else SIGINT)."""
+    signum = int(_largest(run.accelerator, float(signum or 0))) or signal.SIGTERM
+    step = loop.state.step
+    saved = run.out / "checkpoints" / f"step_{step}" if loop.last_saved == step else None
+    return TrainingStopped(signum, step, saved, newest=latest_checkpoint(run.out))
 
 
 def _trace(trace_dir: str, rank: int, step: int, first: int, last: int, examples: list[dict]) -> None:
