@@ -4,8 +4,11 @@ every process stops with the same one-line error naming how the checkpoint was w
 run was launched, and the command that resumes it.
 
 Each writer trains the shipped quickstart recipe (with `test_launch_matrix.py`'s small model) for
-3 steps; each reader resumes its step-2 checkpoint to step 3. Where it continues, step 3's loss and
-the final weights equal the uninterrupted one-process run's (float reduction order aside).
+4 steps; each reader resumes its step-2 checkpoint to step 4. Where it continues, the losses of
+steps 3 (the restored weights and data position) and 4 (the restored optimizer state too) equal the
+uninterrupted one-process run's, float reduction order aside. (Final weights are compared loosely:
+with the recipe's AdamW eps of 1e-12, a parameter whose gradient is ~0 moves by ±lr on reduction
+noise alone, without changing the loss.)
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def written(tmp_path_factory, request):
             if launch[0].startswith("deepspeed"):
                 request.getfixturevalue("deepspeed_ops")
             runs[launch] = root / f"{launch[0]}_{launch[1]}"
-            done = run(launch, runs[launch], "--max-steps", "3")
+            done = run(launch, runs[launch], "--max-steps", "4")
             assert done.returncode == 0, done.stderr[-4000:]
         return runs[launch]
     return get
@@ -66,7 +69,7 @@ def resume(writer_run: Path, reader, tmp_path: Path) -> tuple[subprocess.Complet
     out = tmp_path / "resumed"
     shutil.copytree(writer_run / "checkpoints" / "step_2", out / "checkpoints" / "step_2")
     (out / "checkpoints" / "latest").write_text("step_2\n")
-    return run(reader, out, "--max-steps", "3", "--resume", "latest"), out
+    return run(reader, out, "--max-steps", "4", "--resume", "latest"), out
 
 
 @pytest.mark.parametrize("writer, reader", [
@@ -76,10 +79,12 @@ def test_a_checkpoint_continues_on_another_number_of_processes(writer, reader, w
     done, out = resume(written(writer), reader, tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     reference = written(ONE)
-    assert losses(out)[3][0] == pytest.approx(losses(reference)[3][0], rel=1e-5)
+    assert sorted(losses(out)) == [3, 4]
+    for step in (3, 4):
+        assert losses(out)[step][0] == pytest.approx(losses(reference)[step][0], rel=1e-5), step
     expected, got = load_file(reference / "final" / "model.safetensors"), load_file(out / "final" / "model.safetensors")
     for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=5e-3, msg=key)  # lr 1e-3, 4 steps
     assert json.loads((out / "checkpoints" / "step_3" / "launch.json").read_text())["num_processes"] == reader[1]
 
 
