@@ -15,9 +15,15 @@ transformers, peft, pytest and parameterized; no hf_arith), then runs there:
 The oldest release is the lower bound in pyproject.toml; the newest is whatever PyPI serves today,
 below our declared upper bound.
 
+Then, once, the 2-rank launch matrix of the quickstart recipe (`tests/test_launch_matrix.py -k
+addition_cpu`: single, DDP, FSDP, ZeRO-2, ZeRO-3 on 2 CPU processes) in a virtualenv with this
+checkout and the newest accelerate and DeepSpeed releases, so that their next release cannot break
+a launch config unseen (the lock pins the ones `make test` uses).
+
     python tests/compat/run.py                          # lowest and newest, both suites
     python tests/compat/run.py --versions 5.10.0
     python tests/compat/run.py --only conformance --python .venv/bin/python   # in an existing env
+    python tests/compat/run.py --only launch                                  # the launch matrix only
 """
 
 from __future__ import annotations
@@ -101,7 +107,7 @@ def installed(python: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", nargs="*", help="transformers versions (default: lowest declared and newest)")
-    parser.add_argument("--only", choices=("hub", "conformance"), help="run one of the two suites")
+    parser.add_argument("--only", choices=("hub", "conformance", "launch"), help="run one of the three suites")
     parser.add_argument("--python", type=Path, help="an existing environment's python instead of fresh virtualenvs")
     args = parser.parse_args()
     lowest, spec = declared_range()
@@ -110,6 +116,8 @@ def main() -> int:
     if args.python:
         targets = [(None, "transformers-given")]
 
+    if args.only == "launch":
+        return launch_matrix()
     folders = ROOT / ".compat" / "folders"
     if args.only != "conformance":
         subprocess.run(["rm", "-rf", str(folders)], check=True)
@@ -140,11 +148,30 @@ def main() -> int:
             if code:
                 failed.append(f"{version} ({suite})")
         print(f"== transformers {version}: done in {time.time() - start:.0f} s", flush=True)
+    if args.only is None and not args.python and launch_matrix():
+        failed.append("the newest accelerate and DeepSpeed (launch matrix)")
     if failed:
-        print(f"test-compat: failed under transformers {', '.join(failed)}")
+        print(f"test-compat: failed under {', '.join(failed)}")
         return 1
     print("test-compat: passed under every release tested")
     return 0
+
+
+def launch_matrix() -> int:
+    """The quickstart recipe under every launch config on 2 CPU processes, with this checkout
+    installed beside the newest accelerate and DeepSpeed (torch stays pinned: a newer one would be
+    a multi-GB CUDA build); returns pytest's exit status."""
+    start = time.time()
+    python = make_venv(ROOT / ".compat" / "launch-newest", "-e", f"{ROOT}[test]", constraints=ROOT / "constraints.txt")
+    run([python, "-m", "pip", "install", "-qq", "--disable-pip-version-check", "--upgrade", "accelerate", "deepspeed",
+         os.environ.get("TORCH_PIN", "torch==2.13.0")])
+    versions = subprocess.run([python, "-c", "import accelerate, deepspeed; print(accelerate.__version__, "
+                               "deepspeed.__version__)"], capture_output=True, text=True).stdout.split()
+    print(f"== launch matrix: accelerate, deepspeed = {' '.join(versions[-2:])}", flush=True)
+    code = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_launch_matrix.py",
+                           "-k", "addition_cpu"], cwd=ROOT).returncode
+    print(f"== launch matrix: {'passed' if code == 0 else 'FAILED'} in {time.time() - start:.0f} s", flush=True)
+    return code
 
 
 if __name__ == "__main__":
