@@ -211,3 +211,22 @@ def test_a_token_file_of_another_dtype_is_refused(tmp_path, capsys):
     expected = f"{tokens} holds {2 * instances} instances of 16 uint16 tokens but manifest.json says {instances}"
     line = one_line(capsys)
     assert expected in line and "written with another dtype" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22: what used to be a traceback (or a half-started run) is one line.
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(REPO, "recipes", "abacus", "addition_cpu.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.config.hidden_size=0",  # was a ZeroDivisionError inside the attention layer
+     "model.config.hidden_size=0 must be a whole number of at least 1; it is a size"),
+    ("model.config.abacus_max_k=-3",  # was a RuntimeError at the first step, after the run folder was written
+     "model.config.abacus_max_k=-3 must be a whole number of at least 0; it is an offset added to digit positions"),
+])
+def test_impossible_model_sizes_are_refused_before_anything_is_written(tmp_path, capsys, override, message):
+    assert main(["train", QUICKSTART, "--output-dir", str(tmp_path / "run"), "--set", override]) == 2
+    assert message in one_line(capsys)
+    assert not (tmp_path / "run").exists()
