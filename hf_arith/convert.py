@@ -561,8 +561,8 @@ def _read_weights(path: Path, allow_pickle: bool = False) -> dict:
             raise HfArithError(f"{path / 'model.pt'} is not a plain state dict of tensors ({type(err).__name__}); "
                                f"only tensors are loaded from pickles, never code") from None
     wanted = "model.safetensors or model.pt" if allow_pickle else "model.safetensors"
-    raise HfArithError(f"{path} has no {wanted}; (pickled weights such as pytorch_model.bin are not read: "
-                       f"re-save them with save_pretrained, which writes safetensors)")
+    raise HfArithError(f"{path} has no {wanted} (pickled weights such as pytorch_model.bin are not read); give "
+                       f"the folder that holds the weights, or re-save them with save_pretrained")
 
 
 def _suppressed(path: Path) -> list[int]:

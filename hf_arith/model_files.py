@@ -107,7 +107,8 @@ def check_model_folder(path: str | os.PathLike) -> Path | str:
     if not weights:
         pickled = [name for name in PICKLED_WEIGHTS if (folder / name).exists()]
         found = f" (found {', '.join(pickled)}: pickled weights are never loaded)" if pickled else ""
-        raise HfArithError(f"{path} has no .safetensors weights{found}; re-save the model with save_pretrained")
+        raise HfArithError(f"{path} has no .safetensors weights{found}; give the folder that holds them (as "
+                           f"`hf-arith train` writes final/), or re-save the model with save_pretrained")
     for file in weights:
         check_safetensors(file)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):

@@ -45,6 +45,7 @@ def cut(fraction):
     (lambda f: (f / "tokenizer.json").unlink() or (f / "tokenizer_config.json").unlink(), "has no tokenizer"),
     (lambda f: (f / "config.json").unlink(), "has no config.json"),
     (lambda f: (f / "model.safetensors").rename(f / "pytorch_model.bin"), "pickled weights are never loaded"),
+    (lambda f: (f / "model.safetensors").unlink(), "has no .safetensors weights; give the folder that holds them"),
 ])
 def test_broken_model_folders_are_one_clear_line(good, tmp_path, capsys, damage, message):
     folder = broken(good, tmp_path, damage)
@@ -230,3 +231,36 @@ def test_impossible_model_sizes_are_refused_before_anything_is_written(tmp_path,
     assert main(["train", QUICKSTART, "--output-dir", str(tmp_path / "run"), "--set", override]) == 2
     assert message in one_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_folder_without_weights_is_one_line_for_publish_and_convert(good, tmp_path, capsys):
+    """publish used to show transformers' OSError traceback."""
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+
+    folder = broken(good, tmp_path, lambda f: (f / "model.safetensors").unlink())
+    assert main(["publish", str(folder), "--repo-id", "me/x", "--local-dir", str(tmp_path / "out")]) == 2
+    assert f"{folder} has no .safetensors weights; give the folder that holds them" in one_line(capsys)
+    olmo = tmp_path / "olmo" / "final"
+    ArithOlmoConfig(vocab_size=64, hidden_size=32, num_attention_heads=2, num_hidden_layers=1,
+                    intermediate_size=64).save_pretrained(olmo)
+    assert main(["convert", str(olmo), str(tmp_path / "native"), "--to", "native"]) == 2
+    assert f"{olmo} has no model.safetensors (pickled weights such as pytorch_model.bin are not read); give the " \
+           f"folder that holds the weights" in one_line(capsys)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "native").exists()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "--device banana is not a device; use cpu, cuda, cuda:N or mps"),
+    # torch's own words were "Torch not compiled with CUDA enabled", as an AssertionError traceback
+    pytest.param("cuda", "--device cuda: this torch was built without CUDA",
+                 marks=pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA build of torch")),
+    pytest.param("cuda:7", "--device cuda:7: there are", marks=pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.device_count() > 7, reason="needs a CUDA GPU (and fewer than 8)")),
+])
+def test_a_device_that_is_not_here_is_one_line(good, tmp_path, capsys, device, message):
+    assert main(["generate", str(good), "1+2", "--device", device]) == 2
+    assert message in one_line(capsys)
+    assert main(["eval", str(good), "--lengths", "1", "--samples", "1", "--out", str(tmp_path / "e"),
+                 "--device", device]) == 2
+    assert message in one_line(capsys)
+    assert not (tmp_path / "e").exists()

@@ -20,6 +20,7 @@ from transformers.utils import logging as transformers_logging
 
 from hf_arith.convert import generation_config_for, to_native
 from hf_arith.errors import HfArithError
+from hf_arith.model_files import check_model_folder
 from hf_arith.modeling import CAUSAL_LMS
 from hf_arith.modeling.tokenization_arith import ArithTokenizer
 
@@ -157,6 +158,7 @@ def assemble(source: str | os.PathLike, out_dir: str | os.PathLike, repo_id: str
         raise HfArithError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     check_repo_id(repo_id)
     run = find_run(source, eval_dirs)
+    check_model_folder(run.model_dir)  # weights missing or cut short: named here, not deep in transformers
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HfArithError(f"{out} already exists and is not an empty folder; choose a new --local-dir")
