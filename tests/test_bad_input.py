@@ -264,3 +264,14 @@ def test_a_device_that_is_not_here_is_one_line(good, tmp_path, capsys, device, m
                  "--device", device]) == 2
     assert message in one_line(capsys)
     assert not (tmp_path / "e").exists()
+
+
+def test_a_shard_size_that_is_not_a_size_is_one_line(good, tmp_path, capsys):
+    """It used to load the model, then fail in huggingface_hub with "Unit 'AS' not supported"."""
+    with pytest.raises(SystemExit) as exited:
+        main(["publish", str(good), "--repo-id", "me/x", "--local-dir", str(tmp_path / "out"),
+              "--max-shard-size", "5 bananas"])
+    assert exited.value.code == 2
+    assert ("error: hf-arith publish: argument --max-shard-size: '5 bananas' is not a size; write a number and a "
+            "unit, e.g. 5GB, 500MB or 50KB (units: KB, MB, GB, TB)") in one_line(capsys)
+    assert not (tmp_path / "out").exists()
