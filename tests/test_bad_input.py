@@ -275,3 +275,12 @@ def test_a_shard_size_that_is_not_a_size_is_one_line(good, tmp_path, capsys):
     assert ("error: hf-arith publish: argument --max-shard-size: '5 bananas' is not a size; write a number and a "
             "unit, e.g. 5GB, 500MB or 50KB (units: KB, MB, GB, TB)") in one_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["-5+3"], ["--", "-5+3"], ["12-5"]])
+def test_a_negative_number_or_a_subtraction_is_named(good, capsys, argv):
+    """The tokenizer has a '-' token, but no task writes one; "-5+3" used to be taken for an option."""
+    assert main(["generate", str(good), *argv]) == 2
+    problem = argv[-1]
+    assert (f"problem '{problem}': no task has negative numbers or subtraction ('-'): the tasks add, multiply and sort "
+            f"non-negative integers") in one_line(capsys)
