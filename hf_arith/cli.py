@@ -16,13 +16,13 @@ Example:
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import re
 import shlex
 import sys
 
+from hf_arith.atomic import NO_ROOM
 from hf_arith.errors import HfArithError
 
 # ---------------------------------------------------------------------------------------------
@@ -547,10 +547,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:
         # A full or read-only disk met outside the writes that name it themselves (checkpoints, final/).
-        if debug or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        if debug or err.errno not in NO_ROOM:
             raise
-        print(f"error: cannot write {err.filename or 'a file'}: {err.strerror}; free some space or choose another "
-              f"output folder (run with --debug for the traceback)", file=sys.stderr)
+        # A copy names its source first and the file it could not write second.
+        print(f"error: cannot write {err.filename2 or err.filename or 'a file'}: {err.strerror}; free some space or "
+              f"choose another output folder (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
 

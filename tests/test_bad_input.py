@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -284,3 +285,70 @@ def test_a_negative_number_or_a_subtraction_is_named(good, capsys, argv):
     problem = argv[-1]
     assert (f"problem '{problem}': no task has negative numbers or subtraction ('-'): the tasks add, multiply and sort "
             f"non-negative integers") in one_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk while writing a folder: one line, and nothing half-written (a 0-byte tokenizer.json
+# was left behind). Each folder is written to a hidden temporary folder and renamed into place.
+
+
+@pytest.fixture(scope="module")
+def forker():
+    from cli_forker import Forker
+
+    forker = Forker(env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    yield forker
+    forker.close()
+
+
+def test_a_full_disk_leaves_no_half_written_folder(good, tmp_path, forker):
+    """RLIMIT_FSIZE (cli_forker's file_size_limit, as in test_reliability): the kernel refuses every
+    write past 4 kB with EFBIG, as a full disk refuses it with ENOSPC, also to the writers in Rust
+    (safetensors, tokenizers) that raise their own exception types."""
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+    from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+
+    olmo = tmp_path / "olmo"
+    ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=64, hidden_size=32, num_attention_heads=2, num_hidden_layers=1,
+                                         intermediate_size=64)).save_pretrained(olmo)
+    out = tmp_path / "out"
+    out.mkdir()
+    commands = {  # the folder written: the error names it (or the file in it that was being written)
+        out / "tok": ["tokenizer", "train", "builtin", "--vocab-size", "300", "--out", out / "tok"],
+        out / "published": ["publish", good, "--repo-id", "me/x", "--local-dir", out / "published"],
+        out / "native": ["convert", olmo, out / "native", "--to", "native"],
+    }
+    for folder, argv in commands.items():
+        log = tmp_path / f"{folder.name}.log"
+        assert forker.run(argv, log=log, file_size_limit=4000).returncode == 2, log.read_text()[-3000:]
+        line = one_line_of(log.read_text())
+        assert line.startswith(f"error: cannot write {folder}"), line
+        assert "File too large; free some space or choose another output folder" in line, line
+        assert list(out.iterdir()) == [], argv[0]  # neither the folder nor its hidden temporary one
+
+
+def one_line_of(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in text, text[-3000:]
+    return lines[0]
+
+
+def test_a_full_disk_keeps_the_tokenizer_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    """ENOSPC as tokenizers reports it (an Exception whose text ends in "(os error 28)"), after it
+    has written part of the file; retraining into a folder keeps its old tokenizer when this fails."""
+    from transformers import PreTrainedTokenizerFast
+
+    def full_disk(self, folder, *args, **kwargs):
+        (Path(folder) / "tokenizer.json").write_text("")
+        raise Exception("No space left on device (os error 28)")
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 50)
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "tokenizer.json").write_text('{"old": true}')
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", full_disk)
+    assert main(["tokenizer", "train", str(corpus), "--vocab-size", "300", "--out", str(out)]) == 2
+    assert one_line(capsys).startswith(f"error: cannot write {out}: No space left on device; free some space")
+    assert (out / "tokenizer.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "tok"]
