@@ -225,6 +225,15 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from hf_arith.evaluation.lengths import parse_lengths
+    from hf_arith.model_files import check_model_folder
+    from hf_arith.tasks import get_task
+
+    # Named before torch and transformers load (seconds): the folder, the grid, the task.
+    check_model_folder(args.model)
+    parse_lengths(args.lengths)
+    if args.task is not None:
+        get_task(args.task)
     from hf_arith.evaluation.commands import run_eval as evaluate
 
     kwargs = {"seed": args.seed} if args.seed is not None else {}
@@ -267,6 +276,16 @@ def add_generate(parser: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from hf_arith.model_files import check_model_folder
+    from hf_arith.tasks import to_model_format
+
+    # Named before torch and transformers load (seconds): the folder, what no model can read.
+    check_model_folder(args.model)
+    for problem in args.problems:
+        try:
+            to_model_format(problem)
+        except ValueError as err:
+            raise ValueError(f"problem {problem!r}: {err}") from None
     from hf_arith.evaluation.commands import run_generate as generate
 
     generate(args.model, args.problems, num_recurrences=args.num_recurrences, device=args.device)
@@ -302,6 +321,12 @@ def run_data(args: argparse.Namespace) -> int:
         return run_data_prepare(args)
     if args.data_command == "inspect":
         return run_data_inspect(args)
+    from hf_arith.evaluation.lengths import cells_of
+    from hf_arith.tasks import get_task
+
+    # Named before datasets and torch load (seconds).
+    get_task(args.task)
+    cells_of(args.lengths)
     from hf_arith.evaluation.commands import run_data_eval_set
 
     kwargs = {"seed": args.seed} if args.seed is not None else {}

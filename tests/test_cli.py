@@ -228,3 +228,30 @@ def test_problems_that_start_with_a_minus_are_problems():
     assert parse(["generate", "m", "-5+3"]).problems == ["-5+3"]
     assert parse(["generate", "m", "1+2", "-5+3", "3+4", "--device", "cpu"]).problems == ["1+2", "-5+3", "3+4"]
     assert parse(["generate", "m", "--", "-5+3"]).problems == ["-5+3"]
+
+
+def test_argument_mistakes_are_named_before_torch_is_imported(saved, tmp_path):
+    """Seconds of importing torch, transformers and datasets before a typo was named; a bare name
+    that is no folder (`missing_dir`) went to the Hub, a minute of retries when offline."""
+    script = f"""
+import contextlib, io, sys
+from hf_arith.cli import main
+cases = [
+    (["eval", "missing_dir"], "no model folder at missing_dir"),
+    (["eval", {str(tmp_path / "nowhere")!r}], "no model folder at"),
+    (["eval", {str(saved)!r}, "--lengths", "0-3"], "bad length range '0-3'"),
+    (["eval", {str(saved)!r}, "--task", "divide"], "unknown task 'divide'"),
+    (["generate", {str(saved)!r}, "1+2", "12?3"], "problem '12?3': unexpected character(s) '?'"),
+    (["generate", {str(saved)!r}, "-5+3"], "problem '-5+3': no task has negative numbers"),
+    (["data", "eval-set", "--lengths", "1-x"], "bad length range '1-'"),
+    (["compare", {str(tmp_path / "nowhere")!r}], "no evaluation results at"),
+]
+for argv, message in cases:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 2, argv
+    assert err.getvalue().startswith("error: ") and message in err.getvalue(), (argv, err.getvalue())
+    assert "torch" not in sys.modules, argv
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]

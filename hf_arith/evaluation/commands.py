@@ -129,13 +129,14 @@ def run_eval(
     # the grid deliberately exceeds; the prompt format is the same for every length.
     trained_task, _ = recipe_task(model_dir)
     task = task or trained_task or "addition"
+    grid = parse_lengths(lengths)  # a bad --lengths is named before the model loads
     dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
     model, tokenizer = load_model(model_dir, device)
     torch.manual_seed(seed)  # a model drawing in its forward pass (`initial_state_std`) grades the same each run
     if abacus_offset is not None:
         set_abacus_offset(model, abacus_offset)
     result = evaluate_grid(
-        model, tokenizer, task, **parse_lengths(lengths), dataset=dataset, samples=samples, seed=seed,
+        model, tokenizer, task, **grid, dataset=dataset, samples=samples, seed=seed,
         batch_size=batch_size,
         num_recurrences=num_recurrences, progress=progress, train_max_digits=train_max_digits,
         model_name=Path(model_dir).name if Path(model_dir).exists() else str(model_dir),
