@@ -16,13 +16,101 @@ Example:
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
+import re
 import shlex
 import sys
 
+from hf_arith.atomic import NO_ROOM
 from hf_arith.errors import HfArithError
+
+# ---------------------------------------------------------------------------------------------
+# What every (sub)command parser shares
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported like every other error: one line `error: ...`,
+    exit status 2 (argparse's own report is the usage block, then a line of its own format)."""
+
+    def error(self, message: str):
+        usage_error(self.prog, message)
+
+
+def usage_error(prog: str, message: str):
+    """Exits with status 2 after one line naming the command, the mistake and where the usage is."""
+    sys.stderr.write(f"error: {prog}: {message}; see {prog} --help\n")
+    sys.exit(2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends `(default: ...)` to an option's help, unless the help already says what the default
+    is (a default of None means "decided later": the help says by what)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def debug_option() -> argparse.ArgumentParser:
+    """The parent parser of every (sub)command: `--debug` is accepted before or after any of them."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not overwrite `hf-arith --debug <command>`.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    return common
+
+
+def add_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand's parser: its help line is also its description, options show their defaults,
+    and `--debug` works after it too."""
+    return sub.add_parser(name, help=help_text, description=help_text, parents=[debug_option()],
+                          formatter_class=HelpFormatter)
+
+
+def at_least(least: int):
+    """An argparse `type`: a whole number >= `least`, refused at parse time (before any import),
+    e.g. `--samples 0` that would write an empty evaluation.
+
+    Example:
+        >>> at_least(1)("3")
+        3
+        >>> at_least(1)("0")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: 0 is too small: give a whole number of at least 1
+    """
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give a whole number of at least {least}")
+        return value
+
+    return whole_number
+
+
+def shard_size(text: str) -> str:
+    """An argparse `type`: a size as `save_pretrained(max_shard_size=...)` reads it (a number and
+    KB, MB, GB or TB), checked before the model is loaded.
+
+    Example:
+        >>> shard_size("500MB")
+        '500MB'
+        >>> shard_size("5 bananas")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: '5 bananas' is not a size; write a number and a unit, e.g. 5GB, 500MB or 50KB ...
+    """
+    size = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*[KMGT]B\s*", text, flags=re.IGNORECASE)
+    if size is None or float(size[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write a number and a unit, e.g. 5GB, 500MB or "
+                                         f"50KB (units: KB, MB, GB, TB)")
+    return text
+
+
+POSITIVE, NON_NEGATIVE = at_least(1), at_least(0)
 
 # ---------------------------------------------------------------------------------------------
 # train
@@ -30,14 +118,17 @@ from hf_arith.errors import HfArithError
 
 def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML file, e.g. recipes/abacus/addition_cpu.yaml")
-    parser.add_argument("--output-dir", help="where checkpoints, logs and final/ go (recipe: output_dir)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (recipe: train.max_steps)")
-    parser.add_argument("--save-every", type=int, help="checkpoint every N steps (recipe: train.save_every)")
-    parser.add_argument("--seed", type=int, help="random seed (recipe: seed)")
+    parser.add_argument("--output-dir", help="where checkpoints, logs and final/ go (default: the recipe's "
+                                             "output_dir, else runs/RECIPE_NAME)")
+    parser.add_argument("--max-steps", type=POSITIVE, help="optimizer steps (default: the recipe's train.max_steps)")
+    parser.add_argument("--save-every", type=NON_NEGATIVE,
+                        help="checkpoint every N steps, 0: never (default: the recipe's train.save_every)")
+    parser.add_argument("--seed", type=NON_NEGATIVE, help="random seed (default: the recipe's seed)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe key, value parsed as YAML (repeatable), e.g. --set train.lr=3e-4")
+                        help="override any recipe key, value parsed as YAML (repeatable), e.g. --set train.lr=3e-4 "
+                             "(default: none)")
     parser.add_argument("--resume", metavar="latest|PATH",
-                        help="continue from the run's latest checkpoint or a checkpoint folder")
+                        help="continue from the run's latest checkpoint or a checkpoint folder (default: a new run)")
 
 
 def train_overrides(args: argparse.Namespace) -> list[str]:
@@ -112,22 +203,37 @@ def resume_command(args: argparse.Namespace, output_dir: str, num_processes: int
 
 
 def add_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a saved model folder (e.g. runs/addition_cpu/final) or Hub id")
-    parser.add_argument("--task", help="addition, multiplication or sorting (default: the model's recipe)")
-    parser.add_argument("--lengths", default="1-40", help="grid: 1-40, 1-40x1-20 or 101-160:equal")
-    parser.add_argument("--samples", type=int, default=100, help="problems per cell")
+    parser.add_argument("model", help="a saved model folder (e.g. runs/addition_cpu/final) or Hub id ORG/NAME")
+    parser.add_argument("--task", help="addition, multiplication or sorting (default: the model's recipe, else "
+                                       "addition)")
+    parser.add_argument("--lengths", default="1-40", help="operand lengths of the grid: 1-40, 1-40x1-20 or "
+                                                          "101-160:equal")
+    parser.add_argument("--samples", type=POSITIVE, default=100, help="problems per cell")
     parser.add_argument("--out", default="eval", help="folder for results.json and heatmap.png")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-recurrences", type=int, help="override the looped block's recurrences")
-    parser.add_argument("--abacus-offset", type=int,
+    parser.add_argument("--batch-size", type=POSITIVE, default=256, help="problems decoded together")
+    parser.add_argument("--num-recurrences", type=POSITIVE,
+                        help="apply the looped block this many times (default: as trained)")
+    parser.add_argument("--abacus-offset", type=NON_NEGATIVE,
                         help="override the offset added to digit positions (default: the one calibrated in training)")
-    parser.add_argument("--seed", type=int, help="evaluation seed (disjoint from training streams)")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--train-max-digits", type=int, help="in-distribution bound (default: from the recipe)")
-    parser.add_argument("--eval-set", help="evaluate a set saved by `hf-arith data eval-set` (or a Hub dataset)")
+    parser.add_argument("--seed", type=NON_NEGATIVE,
+                        help="evaluation seed, disjoint from training streams (default: the fixed evaluation seed, 1234)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    parser.add_argument("--train-max-digits", type=POSITIVE,
+                        help="in-distribution bound (default: from the model's recipe)")
+    parser.add_argument("--eval-set", help="evaluate a set saved by `hf-arith data eval-set`, or a Hub dataset "
+                                           "(default: draw the problems from --lengths, --samples and --seed)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from hf_arith.evaluation.lengths import parse_lengths
+    from hf_arith.model_files import check_model_folder
+    from hf_arith.tasks import get_task
+
+    # Named before torch and transformers load (seconds): the folder, the grid, the task.
+    check_model_folder(args.model)
+    parse_lengths(args.lengths)
+    if args.task is not None:
+        get_task(args.task)
     from hf_arith.evaluation.commands import run_eval as evaluate
 
     kwargs = {"seed": args.seed} if args.seed is not None else {}
@@ -142,7 +248,7 @@ def add_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="folders written by `hf-arith eval --out` (or their results.json)")
     parser.add_argument("--label", dest="labels", action="append", metavar="NAME",
                         help="a name for each result, in order (repeatable; default: the folder names)")
-    parser.add_argument("--out", help="also draw accuracy by length of every result into this PNG")
+    parser.add_argument("--out", help="also draw accuracy by length of every result into this PNG (default: no plot)")
     parser.add_argument("--columns", help="lengths to show one by one, e.g. 11-15,20,30 (default: the five after "
                                           "training, then every fifth)")
 
@@ -159,13 +265,27 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def add_generate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a saved model folder or Hub id")
-    parser.add_argument("problems", nargs="+", help='problems in normal notation, e.g. "123+4567"')
-    parser.add_argument("--num-recurrences", type=int, help="override the looped block's recurrences")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    parser.add_argument("model", help="a saved model folder or Hub id ORG/NAME")
+    # "*", checked in `parse`: a problem such as "-5+3" looks like an option to argparse, and
+    # `parse` hands it back as a problem (refused by name) instead of "problems are required".
+    parser.add_argument("problems", nargs="*", metavar="PROBLEM",
+                        help='problems in normal notation, e.g. "123+4567" "12x34" "3,12" (sorting)')
+    parser.add_argument("--num-recurrences", type=POSITIVE,
+                        help="apply the looped block this many times (default: as trained)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from hf_arith.model_files import check_model_folder
+    from hf_arith.tasks import to_model_format
+
+    # Named before torch and transformers load (seconds): the folder, what no model can read.
+    check_model_folder(args.model)
+    for problem in args.problems:
+        try:
+            to_model_format(problem)
+        except ValueError as err:
+            raise ValueError(f"problem {problem!r}: {err}") from None
     from hf_arith.evaluation.commands import run_generate as generate
 
     generate(args.model, args.problems, num_recurrences=args.num_recurrences, device=args.device)
@@ -173,21 +293,26 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{eval-set,prepare,inspect}")
-    eval_set = sub.add_parser("eval-set", help="materialise an evaluation set (what `hf-arith eval` draws)")
-    eval_set.add_argument("--task", default="addition")
-    eval_set.add_argument("--lengths", default="1-40")
-    eval_set.add_argument("--samples", type=int, default=100)
-    eval_set.add_argument("--seed", type=int)
-    eval_set.add_argument("--out", default="eval_set", help=".jsonl, .parquet, or a folder")
-    eval_set.add_argument("--push-to-hub", metavar="USER/NAME")
-    prepare = sub.add_parser("prepare", help="run a text recipe's data pipeline: instance files and a manifest")
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{eval-set,prepare,inspect}",
+                                help="what to build; hf-arith data COMMAND --help for its options")
+    eval_set = add_command(sub, "eval-set", "materialise an evaluation set (the problems `hf-arith eval` draws)")
+    eval_set.add_argument("--task", default="addition", help="addition, multiplication or sorting")
+    eval_set.add_argument("--lengths", default="1-40", help="operand lengths of the grid: 1-40, 1-40x1-20 or "
+                                                            "101-160:equal")
+    eval_set.add_argument("--samples", type=POSITIVE, default=100, help="problems per cell")
+    eval_set.add_argument("--seed", type=NON_NEGATIVE,
+                          help="evaluation seed, disjoint from training streams (default: the fixed evaluation "
+                               "seed, 1234, as `hf-arith eval` draws)")
+    eval_set.add_argument("--out", default="eval_set", help="a .jsonl or .parquet file, or a folder")
+    eval_set.add_argument("--push-to-hub", metavar="USER/NAME",
+                          help="also upload it as this Hub dataset (default: keep it local)")
+    prepare = add_command(sub, "prepare", "run a text recipe's data pipeline: instance files and a manifest")
     prepare.add_argument("recipe", help="recipe with data.kind: text and data.prepare, e.g. recipes/olmo/tiny_cpu.yaml")
     prepare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a recipe key (repeatable), e.g. --set data.prepare.num_proc=2")
-    inspect = sub.add_parser("inspect", help="the instances (and their text) of one global batch of a text run")
+                         help="override a recipe key (repeatable), e.g. --set data.prepare.num_proc=2 (default: none)")
+    inspect = add_command(sub, "inspect", "the instances (and their text) of one global batch of a text run")
     inspect.add_argument("run_dir", help="a run's output folder (it holds recipe.yaml and data_order.npy)")
-    inspect.add_argument("--batch", type=int, required=True, help="global batch (optimizer step), from 0")
+    inspect.add_argument("--batch", type=NON_NEGATIVE, required=True, help="global batch (optimizer step), from 0")
     inspect.add_argument("--json", action="store_true", help="one JSON object per instance instead of text")
 
 
@@ -196,6 +321,12 @@ def run_data(args: argparse.Namespace) -> int:
         return run_data_prepare(args)
     if args.data_command == "inspect":
         return run_data_inspect(args)
+    from hf_arith.evaluation.lengths import cells_of
+    from hf_arith.tasks import get_task
+
+    # Named before datasets and torch load (seconds).
+    get_task(args.task)
+    cells_of(args.lengths)
     from hf_arith.evaluation.commands import run_data_eval_set
 
     kwargs = {"seed": args.seed} if args.seed is not None else {}
@@ -244,12 +375,13 @@ def run_data_inspect(args: argparse.Namespace) -> int:
 
 
 def add_tokenizer(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="tokenizer_command", required=True, metavar="{train}")
-    train = sub.add_parser("train", help="train a byte-level BPE tokenizer (EOS <|endoftext|>, pad <|padding|>)")
+    sub = parser.add_subparsers(dest="tokenizer_command", required=True, metavar="{train}",
+                                help="hf-arith tokenizer train --help for its options")
+    train = add_command(sub, "train", "train a byte-level BPE tokenizer (EOS <|endoftext|>, pad <|padding|>)")
     train.add_argument("corpus", nargs="+", help="text/jsonl/parquet files or globs, or builtin (the embedded corpus)")
-    train.add_argument("--vocab-size", type=int, required=True, help="tokens in the vocabulary, specials included")
+    train.add_argument("--vocab-size", type=POSITIVE, required=True, help="tokens in the vocabulary, specials included")
     train.add_argument("--out", required=True, help="folder to save it to (loads with AutoTokenizer.from_pretrained)")
-    train.add_argument("--min-frequency", type=int, default=2, help="merges seen fewer times are not learned")
+    train.add_argument("--min-frequency", type=NON_NEGATIVE, default=2, help="merges seen fewer times are not learned")
     train.add_argument("--text-field", default="text", help="the text key of jsonl/parquet records")
 
 
@@ -286,16 +418,18 @@ def add_publish(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a run folder (with final/ inside) or a saved model folder")
     parser.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--revision", help="push to this branch (created from main if missing)")
-    parser.add_argument("--local-dir", help="write the folder here and push nothing")
+    parser.add_argument("--revision", help="push to this branch, created from main if missing (default: main)")
+    parser.add_argument("--local-dir", help="write the folder here and push nothing (default: push)")
     parser.add_argument("--format", dest="fmt", choices=["ours", "native"], default="ours",
                         help="ours: hf-arith code (trust_remote_code); native: transformers' olmo (OLMo only)")
-    parser.add_argument("--max-shard-size", default="5GB", help="split the weights into files of at most this size")
+    parser.add_argument("--max-shard-size", type=shard_size, default="5GB",
+                        help="split the weights into files of at most this size (KB, MB, GB or TB)")
     parser.add_argument("--eval-dir", dest="eval_dirs", action="append", default=[], metavar="DIR",
                         help="a folder from `hf-arith eval --out` (repeatable; default: RUN/eval*/)")
     parser.add_argument("--license", default="apache-2.0", help="the card's license identifier")
     parser.add_argument("--dataset", dest="datasets", action="append", default=[], metavar="ID",
-                        help="a Hub dataset id the model was trained or evaluated on, for the card (repeatable)")
+                        help="a Hub dataset id the model was trained or evaluated on, for the card (repeatable; "
+                             "default: none)")
 
 
 def run_publish(args: argparse.Namespace) -> int:
@@ -348,19 +482,38 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["train", "r.yaml", "--max-steps", "5"]).max_steps
         5
     """
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: a subcommand's default must not overwrite `hf-arith --debug <command>`.
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback of an error")
-    parser = argparse.ArgumentParser(prog="hf-arith", parents=[common],
-                                     description="Abacus-looped arithmetic transformers and OLMo on transformers.")
+    parser = Parser(prog="hf-arith", parents=[debug_option()], formatter_class=HelpFormatter,
+                    description="Abacus-looped arithmetic transformers and OLMo on transformers.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}",
+                                help="hf-arith COMMAND --help for its options")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, parents=[common], description=help_text)
+        command = add_command(sub, name, help_text)
         add_arguments(command)
         command.set_defaults(run=run)
     return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; a usage mistake exits with one `error:` line (status 2).
+
+    `generate` takes what looks like an unknown short option as a problem, in order, so that
+    "-5+3" is refused for what it is (no task has negative numbers), not as a missing argument.
+
+    Example:
+        >>> parse(["generate", "runs/x/final", "1+2", "-5+3", "3+4"]).problems
+        ['1+2', '-5+3', '3+4']
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "generate":
+        args.problems += [arg for arg in extra if not arg.startswith("--")]
+        extra = [arg for arg in extra if arg.startswith("--")]
+        if not args.problems:
+            usage_error("hf-arith generate", 'give at least one problem, e.g. hf-arith generate MODEL "123+4567"')
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -399,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         >>> status
         2
     """
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     debug = getattr(args, "debug", False)
     _show_progress_messages()
     try:
@@ -419,10 +572,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:
         # A full or read-only disk met outside the writes that name it themselves (checkpoints, final/).
-        if debug or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        if debug or err.errno not in NO_ROOM:
             raise
-        print(f"error: cannot write {err.filename or 'a file'}: {err.strerror}; free some space or choose another "
-              f"output folder (run with --debug for the traceback)", file=sys.stderr)
+        # A copy names its source first and the file it could not write second.
+        print(f"error: cannot write {err.filename2 or err.filename or 'a file'}: {err.strerror}; free some space or "
+              f"choose another output folder (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -56,6 +56,7 @@ from huggingface_hub import save_torch_state_dict
 from safetensors.torch import load_file
 from transformers import GenerationConfig, OlmoConfig, OlmoForCausalLM
 
+from hf_arith.atomic import folder_written_atomically
 from hf_arith.errors import HfArithError
 from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
 from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
@@ -561,8 +562,8 @@ def _read_weights(path: Path, allow_pickle: bool = False) -> dict:
             raise HfArithError(f"{path / 'model.pt'} is not a plain state dict of tensors ({type(err).__name__}); "
                                f"only tensors are loaded from pickles, never code") from None
     wanted = "model.safetensors or model.pt" if allow_pickle else "model.safetensors"
-    raise HfArithError(f"{path} has no {wanted}; (pickled weights such as pytorch_model.bin are not read: "
-                       f"re-save them with save_pretrained, which writes safetensors)")
+    raise HfArithError(f"{path} has no {wanted} (pickled weights such as pytorch_model.bin are not read); give "
+                       f"the folder that holds the weights, or re-save them with save_pretrained")
 
 
 def _suppressed(path: Path) -> list[int]:
@@ -686,20 +687,12 @@ def convert(src, dst, to: str) -> Path:
         raise HfArithError(f"{dst} already exists and is not an empty folder; choose a new destination")
     _, config, state = load_checkpoint(src)
     generation = generation_config_for(src, config, to) if to != "original" else None
-    # Written next to dst first, so that a failure leaves no half-written checkpoint behind.
-    tmp = dst.with_name(dst.name + ".converting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with folder_written_atomically(dst) as tmp:  # a failure leaves no half-written checkpoint behind
         save_checkpoint(config, state, tmp, to, generation)
         for pattern in TOKENIZER_PATTERNS:
             for file in src.glob(pattern):
                 if file.is_file():
                     shutil.copy2(file, tmp / file.name)
-        if dst.exists():
-            dst.rmdir()
-        tmp.rename(dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dst
 
 

@@ -36,14 +36,16 @@ PICKLED_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.bin")
 
 
 def looks_like_repo_id(name: str) -> bool:
-    """True for `name` or `org/name` spellings that are not local paths.
+    """True for `org/name` spellings that are not local paths. A bare `name` is a path: the Hub's
+    ids without an owner are old models (`gpt2`), never hf-arith's, and trying the Hub for a
+    mistyped folder took a minute of retries offline.
 
     Example:
-        >>> looks_like_repo_id("org/abacus-addition"), looks_like_repo_id("./runs/x")
-        (True, False)
+        >>> looks_like_repo_id("org/abacus-addition"), looks_like_repo_id("./runs/x"), looks_like_repo_id("final")
+        (True, False, False)
     """
     parts = str(name).split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not str(name).startswith((".", "/", "~"))
+    return len(parts) == 2 and all(parts) and not str(name).startswith((".", "/", "~"))
 
 
 def check_safetensors(path: Path) -> None:
@@ -62,7 +64,8 @@ def check_safetensors(path: Path) -> None:
         hf_arith.errors.HfArithError: ...model.safetensors is not a readable safetensors file (...); ...
     """
     try:
-        with safe_open(str(path), framework="pt") as f:
+        # numpy: the header alone is read, and the check stays quick (framework="pt" imports torch).
+        with safe_open(str(path), framework="numpy") as f:
             names = list(f.keys())
     except (SafetensorError, OSError, ValueError) as err:
         raise HfArithError(f"{path} is not a readable safetensors file ({err}); it is corrupt or truncated: "
@@ -97,7 +100,7 @@ def check_model_folder(path: str | os.PathLike) -> Path | str:
         if looks_like_repo_id(str(path)):
             return str(path)
         raise HfArithError(f"no model folder at {path}; give a folder written by `hf-arith train` "
-                           f"(e.g. runs/addition_cpu/final) or a Hub repo id")
+                           f"(e.g. runs/addition_cpu/final) or a Hub repo id ORG/NAME")
     if not folder.is_dir():
         raise HfArithError(f"{path} is a file; give the model folder that holds config.json")
     if not (folder / "config.json").is_file():
@@ -107,7 +110,8 @@ def check_model_folder(path: str | os.PathLike) -> Path | str:
     if not weights:
         pickled = [name for name in PICKLED_WEIGHTS if (folder / name).exists()]
         found = f" (found {', '.join(pickled)}: pickled weights are never loaded)" if pickled else ""
-        raise HfArithError(f"{path} has no .safetensors weights{found}; re-save the model with save_pretrained")
+        raise HfArithError(f"{path} has no .safetensors weights{found}; give the folder that holds them (as "
+                           f"`hf-arith train` writes final/), or re-save the model with save_pretrained")
     for file in weights:
         check_safetensors(file)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from hf_arith.atomic import folder_written_atomically
 from hf_arith.errors import HfArithError
 from hf_arith.modeling.tokenization_arith import ARITH_VOCAB, DIGIT_TOKEN_IDS, SPECIAL_TOKENS, ArithTokenizer
 
@@ -67,7 +68,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out: str | os.Pat
     backend.train_from_iterator(texts, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=BPE_EOS, pad_token=BPE_PAD)
     if out is not None:
-        tokenizer.save_pretrained(out)
+        # tokenizer.json written in place was left empty or cut short by a full disk.
+        with folder_written_atomically(out) as tmp:
+            tokenizer.save_pretrained(tmp)
     return tokenizer
 
 

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,7 @@ def cut(fraction):
     (lambda f: (f / "tokenizer.json").unlink() or (f / "tokenizer_config.json").unlink(), "has no tokenizer"),
     (lambda f: (f / "config.json").unlink(), "has no config.json"),
     (lambda f: (f / "model.safetensors").rename(f / "pytorch_model.bin"), "pickled weights are never loaded"),
+    (lambda f: (f / "model.safetensors").unlink(), "has no .safetensors weights; give the folder that holds them"),
 ])
 def test_broken_model_folders_are_one_clear_line(good, tmp_path, capsys, damage, message):
     folder = broken(good, tmp_path, damage)
@@ -211,3 +213,173 @@ def test_a_token_file_of_another_dtype_is_refused(tmp_path, capsys):
     expected = f"{tokens} holds {2 * instances} instances of 16 uint16 tokens but manifest.json says {instances}"
     line = one_line(capsys)
     assert expected in line and "written with another dtype" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22: what used to be a traceback (or a half-started run) is one line.
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(REPO, "recipes", "abacus", "addition_cpu.yaml")
+
+
+@pytest.mark.parametrize("override, line", [
+    ("model.config.hidden_size=0",  # was a ZeroDivisionError inside the attention layer
+     "error: model.config.hidden_size=0 must be a whole number of at least 1; it is a size (of a layer, a table or "
+     "the vocabulary)"),
+    ("model.config.abacus_max_k=-3",  # was a RuntimeError at the first step, after the run folder was written
+     "error: model.config.abacus_max_k=-3 must be a whole number of at least 0; it is an offset added to digit "
+     "positions (0: none)"),
+])
+def test_impossible_model_sizes_are_refused_before_anything_is_written(tmp_path, capsys, override, line):
+    assert main(["train", QUICKSTART, "--output-dir", str(tmp_path / "run"), "--set", override]) == 2
+    assert one_line(capsys) == line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_folder_without_weights_is_one_line_for_publish_and_convert(good, tmp_path, capsys):
+    """publish used to show transformers' OSError traceback."""
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+
+    folder = broken(good, tmp_path, lambda f: (f / "model.safetensors").unlink())
+    assert main(["publish", str(folder), "--repo-id", "me/x", "--local-dir", str(tmp_path / "out")]) == 2
+    assert one_line(capsys) == (f"error: {folder} has no .safetensors weights; give the folder that holds them (as "
+                                f"`hf-arith train` writes final/), or re-save the model with save_pretrained")
+    olmo = tmp_path / "olmo" / "final"
+    ArithOlmoConfig(vocab_size=64, hidden_size=32, num_attention_heads=2, num_hidden_layers=1,
+                    intermediate_size=64).save_pretrained(olmo)
+    assert main(["convert", str(olmo), str(tmp_path / "native"), "--to", "native"]) == 2
+    assert one_line(capsys) == (f"error: {olmo} has no model.safetensors (pickled weights such as pytorch_model.bin "
+                                f"are not read); give the folder that holds the weights, or re-save them with "
+                                f"save_pretrained")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "native").exists()
+
+
+NOT_HERE = "; use --device cpu, or leave --device out for the best one available"
+
+
+@pytest.mark.parametrize("device, line", [
+    ("banana", "error: --device banana is not a device; use cpu, cuda, cuda:N or mps, or leave --device out for the "
+               "best one available"),
+    # torch's own words were "Torch not compiled with CUDA enabled", as an AssertionError traceback
+    pytest.param("cuda", f"error: --device cuda: this torch was built without CUDA (torch {torch.__version__}){NOT_HERE}",
+                 marks=pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA build of torch")),
+    pytest.param("cuda:7", f"error: --device cuda:7: there are {torch.cuda.device_count()} CUDA GPUs (cuda:0 to cuda:"
+                           f"{torch.cuda.device_count() - 1}) (torch {torch.__version__}){NOT_HERE}",
+                 marks=pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() > 7,
+                                          reason="needs a CUDA GPU (and fewer than 8)")),
+])
+def test_a_device_that_is_not_here_is_one_line(good, tmp_path, capsys, device, line):
+    assert main(["generate", str(good), "1+2", "--device", device]) == 2
+    assert one_line(capsys) == line
+    assert main(["eval", str(good), "--lengths", "1", "--samples", "1", "--out", str(tmp_path / "e"),
+                 "--device", device]) == 2
+    assert one_line(capsys) == line
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_shard_size_that_is_not_a_size_is_one_line(good, tmp_path, capsys):
+    """It used to load the model, then fail in huggingface_hub with "Unit 'AS' not supported"."""
+    with pytest.raises(SystemExit) as exited:
+        main(["publish", str(good), "--repo-id", "me/x", "--local-dir", str(tmp_path / "out"),
+              "--max-shard-size", "5 bananas"])
+    assert exited.value.code == 2
+    assert one_line(capsys) == ("error: hf-arith publish: argument --max-shard-size: '5 bananas' is not a size; write "
+                                "a number and a unit, e.g. 5GB, 500MB or 50KB (units: KB, MB, GB, TB); see hf-arith "
+                                "publish --help")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_usage_mistake_is_one_line(capsys):
+    """argparse printed its usage block and then "hf-arith eval: error: ..."; `--samples 0` wrote an
+    empty evaluation."""
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "runs/x/final", "--samples", "0"])
+    assert exited.value.code == 2
+    assert one_line(capsys) == ("error: hf-arith eval: argument --samples: 0 is too small: give a whole number of at "
+                                "least 1; see hf-arith eval --help")
+
+
+def test_a_bare_name_that_is_no_folder_is_not_tried_on_the_hub(tmp_path, capsys, monkeypatch):
+    """`missing_dir` was taken for a Hub id: a minute of retries offline, then "cannot load"."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "missing_dir"]) == 2
+    assert one_line(capsys) == ("error: no model folder at missing_dir; give a folder written by `hf-arith train` "
+                                "(e.g. runs/addition_cpu/final) or a Hub repo id ORG/NAME")
+
+
+@pytest.mark.parametrize("argv", [["-5+3"], ["--", "-5+3"], ["12-5"]])
+def test_a_negative_number_or_a_subtraction_is_named(good, capsys, argv):
+    """The tokenizer has a '-' token, but no task writes one; "-5+3" used to be taken for an option."""
+    assert main(["generate", str(good), *argv]) == 2
+    problem = argv[-1]
+    assert one_line(capsys) == (f"error: problem '{problem}': no task has negative numbers or subtraction ('-'): the "
+                                f"tasks add, multiply and sort non-negative integers (run with --debug for the "
+                                f"traceback)")
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk while writing a folder: one line, and nothing half-written (a 0-byte tokenizer.json
+# was left behind). Each folder is written to a hidden temporary folder and renamed into place.
+
+
+@pytest.fixture(scope="module")
+def forker():
+    from cli_forker import Forker
+
+    forker = Forker(env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    yield forker
+    forker.close()
+
+
+def test_a_full_disk_leaves_no_half_written_folder(good, tmp_path, forker):
+    """RLIMIT_FSIZE (cli_forker's file_size_limit, as in test_reliability): the kernel refuses every
+    write past 4 kB with EFBIG, as a full disk refuses it with ENOSPC, also to the writers in Rust
+    (safetensors, tokenizers) that raise their own exception types."""
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+    from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+
+    olmo = tmp_path / "olmo"
+    ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=64, hidden_size=32, num_attention_heads=2, num_hidden_layers=1,
+                                         intermediate_size=64)).save_pretrained(olmo)
+    out = tmp_path / "out"
+    out.mkdir()
+    commands = {  # the folder written: the error names it (or the file in it that was being written)
+        out / "tok": ["tokenizer", "train", "builtin", "--vocab-size", "300", "--out", out / "tok"],
+        out / "published": ["publish", good, "--repo-id", "me/x", "--local-dir", out / "published"],
+        out / "native": ["convert", olmo, out / "native", "--to", "native"],
+    }
+    for folder, argv in commands.items():
+        log = tmp_path / f"{folder.name}.log"
+        assert forker.run(argv, log=log, file_size_limit=4000).returncode == 2, log.read_text()[-3000:]
+        line = one_line_of(log.read_text())
+        assert line.startswith(f"error: cannot write {folder}"), line
+        assert "File too large; free some space or choose another output folder" in line, line
+        assert list(out.iterdir()) == [], argv[0]  # neither the folder nor its hidden temporary one
+
+
+def one_line_of(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in text, text[-3000:]
+    return lines[0]
+
+
+def test_a_full_disk_keeps_the_tokenizer_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    """ENOSPC as tokenizers reports it (an Exception whose text ends in "(os error 28)"), after it
+    has written part of the file; retraining into a folder keeps its old tokenizer when this fails."""
+    from transformers import PreTrainedTokenizerFast
+
+    def full_disk(self, folder, *args, **kwargs):
+        (Path(folder) / "tokenizer.json").write_text("")
+        raise Exception("No space left on device (os error 28)")
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 50)
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "tokenizer.json").write_text('{"old": true}')
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", full_disk)
+    assert main(["tokenizer", "train", str(corpus), "--vocab-size", "300", "--out", str(out)]) == 2
+    assert one_line(capsys) == (f"error: cannot write {out}: No space left on device; free some space or choose "
+                                f"another output folder (run with --debug for the traceback)")
+    assert (out / "tokenizer.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "tok"]

@@ -149,3 +149,109 @@ def test_compare_tables_and_plots_several_evaluations(tmp_path, capsys):
     assert "2 labels for 1 results" in error_line(capsys)
     assert main(["compare", str(tmp_path / "a"), "--columns", "3-"]) == 2
     assert "bad length range" in error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# The first minutes: help that answers, --debug anywhere, usage mistakes as one line.
+
+
+def all_parsers(parser, path=("hf-arith",)):
+    """(command path, parser) for the parser and every subcommand below it, nested ones included."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from all_parsers(child, (*path, name))
+
+
+def test_every_option_has_help_that_shows_its_default_and_every_command_a_description():
+    import argparse
+
+    from hf_arith.cli import build_parser
+
+    for path, parser in all_parsers(build_parser()):
+        parser.format_help()  # a stray % in a help text would break here
+        assert path == ("hf-arith",) or parser.description, f"{' '.join(path)} has no description"
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            name = "/".join(action.option_strings) or action.dest
+            assert action.help and action.help != argparse.SUPPRESS, f"{' '.join(path)} {name} has no help"
+            takes_value = action.option_strings and action.nargs != 0 and not action.required
+            if takes_value and not isinstance(action, argparse._VersionAction):
+                assert "default" in formatter._get_help_string(action) % {"default": action.default}, \
+                    f"{' '.join(path)} {name}: the help does not say its default"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "data", "prepare", "r.yaml"],
+    ["data", "--debug", "prepare", "r.yaml"],
+    ["data", "prepare", "r.yaml", "--debug"],  # refused before issue 22
+    ["tokenizer", "train", "builtin", "--vocab-size", "300", "--out", "t", "--debug"],
+    ["generate", "m", "1+2", "--debug"],
+    ["eval", "m", "--debug"],
+])
+def test_debug_is_accepted_anywhere(argv):
+    from hf_arith.cli import parse
+
+    assert parse(argv).debug is True
+
+
+def test_debug_after_a_nested_command_shows_the_traceback(tmp_path):
+    from hf_arith.errors import RecipeError
+
+    with pytest.raises(RecipeError):
+        main(["data", "prepare", str(tmp_path / "missing.yaml"), "--debug"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "m", "--samples", "0"], "error: hf-arith eval: argument --samples: 0 is too small: give a whole number "
+                                      "of at least 1; see hf-arith eval --help"),
+    (["train", "r.yaml", "--max-steps", "ten"], "error: hf-arith train: argument --max-steps: 'ten' is not a whole "
+                                                "number; see hf-arith train --help"),
+    (["data", "inspect", "runs/x"], "error: hf-arith data inspect: the following arguments are required: --batch"),
+    (["generate", "m"], 'error: hf-arith generate: give at least one problem, e.g. hf-arith generate MODEL "123+4567"'),
+    (["generate", "m", "1+2", "--bogus"], "error: hf-arith: unrecognized arguments: --bogus"),
+])
+def test_a_usage_mistake_is_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(err) == 1 and err[0].startswith(message), err
+
+
+def test_problems_that_start_with_a_minus_are_problems():
+    from hf_arith.cli import parse
+
+    # argparse took "-5+3" for an unknown option and reported "the following arguments are required"
+    assert parse(["generate", "m", "-5+3"]).problems == ["-5+3"]
+    assert parse(["generate", "m", "1+2", "-5+3", "3+4", "--device", "cpu"]).problems == ["1+2", "-5+3", "3+4"]
+    assert parse(["generate", "m", "--", "-5+3"]).problems == ["-5+3"]
+
+
+def test_argument_mistakes_are_named_before_torch_is_imported(saved, tmp_path):
+    """Seconds of importing torch, transformers and datasets before a typo was named; a bare name
+    that is no folder (`missing_dir`) went to the Hub, a minute of retries when offline."""
+    script = f"""
+import contextlib, io, sys
+from hf_arith.cli import main
+cases = [
+    (["eval", "missing_dir"], "no model folder at missing_dir"),
+    (["eval", {str(tmp_path / "nowhere")!r}], "no model folder at"),
+    (["eval", {str(saved)!r}, "--lengths", "0-3"], "bad length range '0-3'"),
+    (["eval", {str(saved)!r}, "--task", "divide"], "unknown task 'divide'"),
+    (["generate", {str(saved)!r}, "1+2", "12?3"], "problem '12?3': unexpected character(s) '?'"),
+    (["generate", {str(saved)!r}, "-5+3"], "problem '-5+3': no task has negative numbers"),
+    (["data", "eval-set", "--lengths", "1-x"], "bad length range '1-'"),
+    (["compare", {str(tmp_path / "nowhere")!r}], "no evaluation results at"),
+]
+for argv, message in cases:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 2, argv
+    assert err.getvalue().startswith("error: ") and message in err.getvalue(), (argv, err.getvalue())
+    assert "torch" not in sys.modules, argv
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -408,6 +408,35 @@ def test_the_card_states_the_longest_number_only_for_an_abacus_table(tmp_path, p
         assert line in content and "Numbers longer than 35 digits" in content
 
 
+@pytest.mark.parametrize("evaluated", [True, False])
+def test_the_card_reads_right_with_and_without_an_evaluation(tmp_path, evaluated):
+    """A card without evaluation said both "Not evaluated yet" and "what the evaluation above measured"."""
+    from hf_arith.evaluation.results import GridResult
+    from hf_arith.hub import find_run, render_card
+    from hf_arith.modeling import AbacusConfig
+
+    AbacusConfig().save_pretrained(tmp_path / "final")
+    if evaluated:
+        GridResult("addition", [1], [1], [[1]], [[1]]).to_json(tmp_path / "eval" / "results.json")
+    content = render_card(find_run(tmp_path), json.loads((tmp_path / "final" / "config.json").read_text()),
+                          "me/abacus").content
+    said = {line: line in content for line in ("Not evaluated yet", "the\n  evaluation above measured",
+                                               "Only greedy decoding was evaluated", "has not\n  been measured yet")}
+    assert said == {"Not evaluated yet": not evaluated, "the\n  evaluation above measured": evaluated,
+                    "Only greedy decoding was evaluated": evaluated, "has not\n  been measured yet": not evaluated}
+
+
+def test_the_card_allows_the_characters_generate_accepts():
+    """The card listed '-', which `hf-arith generate` refuses (no task has negative numbers)."""
+    from hf_arith.hub.card import TEMPLATES
+    from hf_arith.tasks.notation import _ALLOWED
+
+    template = (TEMPLATES / "abacus.md").read_text()
+    listed = re.search(r"written with digits, `([^`]+)` and the labels `a`–`j`", template)
+    symbols = set(listed[1].split())
+    assert symbols == set(_ALLOWED) - set("0123456789abcdefghij"), symbols
+
+
 @pytest.mark.parametrize("data, region", [
     ({"task": "sorting", "task_args": {"max_count": 5, "max_digits": 8}}, [5, 8]),
     ({"task": "addition", "task_args": {"max_digits": 2}}, [2, 2]),

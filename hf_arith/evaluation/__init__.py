@@ -11,8 +11,18 @@ Example (with a model trained by `make quickstart`)::
     answer(model, tokenizer, ["123+4567"])  # the sum in normal notation, "4690" when the model is right
 """
 
-from .generate import answer
-from .grid import evaluate_dataset, evaluate_equal_lengths, evaluate_grid
-from .results import GridResult
+import importlib
+
+# Imported when first used, not with the package: then `.lengths` and `.compare` load without torch,
+# so that `hf-arith eval` refuses a bad --lengths at once and `hf-arith compare` starts quickly.
+_HOME = {"answer": "generate", "evaluate_dataset": "grid", "evaluate_equal_lengths": "grid", "evaluate_grid": "grid",
+         "GridResult": "results"}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+
 
 __all__ = ["GridResult", "answer", "evaluate_dataset", "evaluate_equal_lengths", "evaluate_grid"]

@@ -24,21 +24,42 @@ from .results import GridResult
 
 
 def resolve_device(device: str | None) -> str:
-    """`None`/`"auto"` -> the first accelerator available, else `"cpu"`.
+    """`None`/`"auto"` -> the first accelerator available, else `"cpu"`; a device named must exist
+    here (`HfArithError` naming it and the fix otherwise: torch's own errors name neither).
 
     Example:
-        >>> resolve_device("cuda:1")  # a device named is kept
-        'cuda:1'
+        >>> resolve_device("cpu")
+        'cpu'
         >>> resolve_device("auto") in ("cuda", "mps", "cpu")
         True
+        >>> resolve_device("banana")
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: --device banana is not a device; use cpu, cuda, cuda:N or mps, ...
     """
-    if device not in (None, "", "auto"):
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise HfArithError(f"--device {device} is not a device; use cpu, cuda, cuda:N or mps, or leave --device "
+                           f"out for the best one available") from None
+    missing = None
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        missing = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+    elif kind.type == "cuda" and (kind.index or 0) >= torch.cuda.device_count():
+        missing = f"there are {torch.cuda.device_count()} CUDA GPUs (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+    elif kind.type == "mps" and not _mps_available():
+        missing = "MPS (Apple GPUs) is not available"
+    if missing:
+        raise HfArithError(f"--device {device}: {missing} (torch {torch.__version__}); use --device cpu, or leave "
+                           f"--device out for the best one available")
+    return device
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def load_model(model_dir: str | os.PathLike, device: str | None = None):
@@ -59,6 +80,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
         >>> type(model).__name__, model.training
         ('AbacusForCausalLM', False)
     """
+    device = resolve_device(device)  # before the load: a wrong --device is known at once
     source = str(check_model_folder(model_dir))
     try:
         model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True)
@@ -67,7 +89,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HfArithError(f"cannot load {model_dir}: {first}; check the folder or repo id (and HF_TOKEN, "
                            f"or HF_HUB_OFFLINE for a cached copy)") from None
-    return model.to(resolve_device(device)).eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 def recipe_task(model_dir: str | os.PathLike) -> tuple[str | None, dict]:
@@ -107,13 +129,14 @@ def run_eval(
     # the grid deliberately exceeds; the prompt format is the same for every length.
     trained_task, _ = recipe_task(model_dir)
     task = task or trained_task or "addition"
+    grid = parse_lengths(lengths)  # a bad --lengths is named before the model loads
     dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
     model, tokenizer = load_model(model_dir, device)
     torch.manual_seed(seed)  # a model drawing in its forward pass (`initial_state_std`) grades the same each run
     if abacus_offset is not None:
         set_abacus_offset(model, abacus_offset)
     result = evaluate_grid(
-        model, tokenizer, task, **parse_lengths(lengths), dataset=dataset, samples=samples, seed=seed,
+        model, tokenizer, task, **grid, dataset=dataset, samples=samples, seed=seed,
         batch_size=batch_size,
         num_recurrences=num_recurrences, progress=progress, train_max_digits=train_max_digits,
         model_name=Path(model_dir).name if Path(model_dir).exists() else str(model_dir),

@@ -18,8 +18,10 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
+from hf_arith.atomic import folder_written_atomically
 from hf_arith.convert import generation_config_for, to_native
 from hf_arith.errors import HfArithError
+from hf_arith.model_files import check_model_folder
 from hf_arith.modeling import CAUSAL_LMS
 from hf_arith.modeling.tokenization_arith import ArithTokenizer
 
@@ -157,15 +159,12 @@ def assemble(source: str | os.PathLike, out_dir: str | os.PathLike, repo_id: str
         raise HfArithError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     check_repo_id(repo_id)
     run = find_run(source, eval_dirs)
+    check_model_folder(run.model_dir)  # weights missing or cut short: named here, not deep in transformers
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HfArithError(f"{out} already exists and is not an empty folder; choose a new --local-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        _write_folder(run, out, repo_id, fmt, max_shard_size, license, datasets)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks publishable
-        raise
+    with folder_written_atomically(out) as tmp:  # no half-written folder that looks publishable
+        _write_folder(run, tmp, repo_id, fmt, max_shard_size, license, datasets)
     return out
 
 

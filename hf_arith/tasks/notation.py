@@ -30,6 +30,9 @@ _SORTING = SortingTask()
 
 def _check_characters(problem: str) -> None:
     """`ValueError` naming every character that no problem can contain."""
+    if "-" in problem:  # the tokenizer has a "-" token, but no task writes one
+        raise ValueError("no task has negative numbers or subtraction ('-'): the tasks add, multiply and sort "
+                         "non-negative integers")
     bad = sorted(set(problem) - set(_ALLOWED))
     if bad:
         names = ", ".join(repr(c) for c in bad)

@@ -81,21 +81,42 @@ def config_keys(config_class) -> list[str]:
     return [name for name in inspect.signature(config_class.__init__).parameters if name not in skip]
 
 
+# Sizes and offsets that no config class refuses but that fail later: a width of 0 divides by
+# zero deep inside a layer, a negative Abacus offset only at the first training step, after the
+# run folder was written. Checked with the recipe, before anything is built or written.
+SIZES = ("vocab_size", "embedding_size", "hidden_size", "num_attention_heads", "num_key_value_heads",
+         "intermediate_size", "num_hidden_layers", "num_recurrences", "max_position_embeddings",
+         "abacus_num_positions")
+OFFSETS = ("abacus_max_k", "abacus_eval_offset")
+
+
 def check_model_config(model: ModelSpec) -> None:
     """Every key of `model.config` must be an argument of the architecture's config class
-    (`PretrainedConfig` would otherwise keep a misspelt key as an inert attribute).
+    (`PretrainedConfig` would otherwise keep a misspelt key as an inert attribute), every size
+    at least 1 and every Abacus offset at least 0.
 
     Example:
         >>> check_model_config(ModelSpec("llama", {"hidden_sise": 64}))
         Traceback (most recent call last):
         ...
         hf_arith.errors.RecipeError: unknown key 'model.config.hidden_sise' for LlamaConfig; allowed: ...
+        >>> check_model_config(ModelSpec("abacus", {"hidden_size": 0}))
+        Traceback (most recent call last):
+        hf_arith.errors.RecipeError: model.config.hidden_size=0 must be a whole number of at least 1; ...
     """
     config_class, _ = architecture_classes(model.arch)
     allowed = config_keys(config_class)
     for key in model.config:
         if key not in allowed:
             raise RecipeError(f"unknown key 'model.config.{key}' for {config_class.__name__}; allowed: {', '.join(allowed)}")
+    for key, value in model.config.items():
+        if value is None or not (key in SIZES or key in OFFSETS):  # None: the config's own default
+            continue
+        least = 1 if key in SIZES else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            why = ("it is a size (of a layer, a table or the vocabulary)" if key in SIZES else
+                   "it is an offset added to digit positions (0: none)")
+            raise RecipeError(f"model.config.{key}={value!r} must be a whole number of at least {least}; {why}")
 
 
 def build_model(spec: ModelSpec, tokenizer=None):
