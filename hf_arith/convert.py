@@ -58,6 +58,7 @@ from transformers import GenerationConfig, OlmoConfig, OlmoForCausalLM
 
 from hf_arith.atomic import folder_written_atomically
 from hf_arith.errors import HfArithError
+from hf_arith.model_files import check_finite
 from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
 from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
 
@@ -686,6 +687,7 @@ def convert(src, dst, to: str) -> Path:
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise HfArithError(f"{dst} already exists and is not an empty folder; choose a new destination")
     _, config, state = load_checkpoint(src)
+    check_finite(state.items(), src)
     generation = generation_config_for(src, config, to) if to != "original" else None
     with folder_written_atomically(dst) as tmp:  # a failure leaves no half-written checkpoint behind
         save_checkpoint(config, state, tmp, to, generation)

@@ -48,6 +48,26 @@ def looks_like_repo_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not str(name).startswith((".", "/", "~"))
 
 
+def check_finite(tensors, source) -> None:
+    """`HfArithError` naming the first of `tensors` (name -> tensor pairs, e.g.
+    `model.named_parameters()` or a state dict's `items()`) that holds NaN or inf: a diverged run's
+    weights would otherwise be evaluated (0%), generated from (`<pad><pad>…`), converted or
+    published as if they were a model.
+
+    Example:
+        >>> import torch
+        >>> check_finite({"w": torch.ones(2)}.items(), "final")  # finite: no error
+        >>> check_finite({"w": torch.tensor([1.0, float("nan")])}.items(), "runs/x/final")
+        Traceback (most recent call last):
+        hf_arith.errors.HfArithError: runs/x/final holds non-finite weights (w has NaN or inf): ...
+    """
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise HfArithError(f"{source} holds non-finite weights ({name} has NaN or inf): the run diverged or the "
+                               f"file is corrupt; use the final/ of a run that ended normally, or an earlier "
+                               f"checkpoint (its training continues with --resume RUN/checkpoints/step_N)")
+
+
 def check_safetensors(path: Path) -> None:
     """`HfArithError` when `path` is not a readable safetensors file (truncated, corrupt, not one).
 

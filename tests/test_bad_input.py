@@ -383,3 +383,35 @@ def test_a_full_disk_keeps_the_tokenizer_folder_as_it_was(tmp_path, capsys, monk
                                 f"another output folder (run with --debug for the traceback)")
     assert (out / "tokenizer.json").read_text() == '{"old": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "tok"]
+
+
+def test_non_finite_weights_are_refused_wherever_a_model_is_read(good, tmp_path, capsys):
+    """A diverged run's weights used to be evaluated (0%), generated from (`<pad><pad>...`),
+    published (exit 0, with the training-time perplexity on the card) and converted."""
+    from safetensors.torch import load_file, save_file
+
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+    from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+
+    def poison(folder):
+        weights = load_file(folder / "model.safetensors")
+        weights["model.embed_tokens.weight"][3, 1] = float("nan")
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+    folder = broken(good, tmp_path, poison)
+    expected = (f"error: {folder} holds non-finite weights (model.embed_tokens.weight has NaN or inf): the run "
+                f"diverged or the file is corrupt; use the final/ of a run that ended normally, or an earlier "
+                f"checkpoint (its training continues with --resume RUN/checkpoints/step_N)")
+    for args in (["eval", str(folder), "--task", "addition", "--lengths", "1-2", "--samples", "2",
+                  "--out", str(tmp_path / "eval")],
+                 ["generate", str(folder), "12+34"],
+                 ["publish", str(folder), "--repo-id", "me/x", "--local-dir", str(tmp_path / "out")]):
+        assert main(args) == 2, args
+        assert one_line(capsys) == expected, args
+    olmo = tmp_path / "olmo" / "final"
+    ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=64, hidden_size=32, num_attention_heads=2, num_hidden_layers=1,
+                                         intermediate_size=64)).save_pretrained(olmo)
+    poison(olmo)
+    assert main(["convert", str(olmo), str(tmp_path / "native"), "--to", "native"]) == 2
+    assert one_line(capsys).startswith(f"error: {olmo} holds non-finite weights (model.embed_tokens.weight has NaN")
+    assert not any((tmp_path / name).exists() for name in ("eval", "out", "native"))

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_arith.data.arithmetic import eval_set, load_eval_set, save_eval_set
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_model_folder, read_saved_recipe
+from hf_arith.model_files import check_finite, check_model_folder, read_saved_recipe
 
 from .generate import answer
 from .grid import DEFAULT_EVAL_SEED, abacus_offset_of, evaluate_grid
@@ -89,6 +89,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HfArithError(f"cannot load {model_dir}: {first}; check the folder or repo id (and HF_TOKEN, "
                            f"or HF_HUB_OFFLINE for a cached copy)") from None
+    check_finite(model.named_parameters(), model_dir)
     return model.to(device).eval(), tokenizer
 
 

@@ -21,7 +21,7 @@ from transformers.utils import logging as transformers_logging
 from hf_arith.atomic import folder_written_atomically
 from hf_arith.convert import generation_config_for, to_native
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_model_folder
+from hf_arith.model_files import check_finite, check_model_folder
 from hf_arith.modeling import CAUSAL_LMS
 from hf_arith.modeling.tokenization_arith import ArithTokenizer
 
@@ -56,6 +56,7 @@ def load_model(model_dir: Path):
     finally:
         transformers_logging.set_verbosity(verbosity)
     _restore_legacy_scalars(model, model_dir, info.get("mismatched_keys") or [])
+    check_finite(model.named_parameters(), model_dir)
     if info.get("missing_keys"):  # transformers would initialise them afresh and publish that
         missing = sorted(info["missing_keys"])
         fix = ("`hf-arith convert` it to the current layout first (`--to ours`)" if model_type == "arith_olmo"
