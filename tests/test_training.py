@@ -280,7 +280,8 @@ def test_abacus_offset_calibration_picks_the_best_offset_and_keeps_it():
     [(_, calibrate)] = build_evaluators(recipe, None)
     oracle = OffsetOracle(good={4, 5}, wrong_share=0.25)
     metrics = calibrate(oracle, step=0)
-    assert metrics["offset"] == 4 and oracle.config.abacus_eval_offset == 4  # ties go to the smaller offset
+    assert metrics["offset"] == 4  # ties go to the smaller offset
+    assert oracle.config.abacus_eval_offset == 0  # an evaluation leaves the model as it was
     assert metrics["exact_match"] == 1.0 and metrics["exact_match/offset_0"] == 0.75
 
 
@@ -372,3 +373,40 @@ def test_schedule_by_time_needs_a_budget_and_fractions(tmp_path):
         tiny_recipe(tmp_path, schedule_clock="time", schedule="wcc", warmup=0.1, cooldown=0.1)
     with pytest.raises(RecipeError, match="fractions of the time budget"):
         tiny_recipe(tmp_path, schedule_clock="time", time_budget_minutes=5, schedule="wcc", warmup=100)
+
+
+def test_the_chosen_abacus_offset_is_kept_with_checkpoints_and_applied_when_the_run_ends(tmp_path, monkeypatch):
+    """The evaluator used to write model.config mid-run, and a resumed run forgot its choice."""
+    import shutil
+
+    from hf_arith.training import evaluators, trainer
+    from hf_arith.training.recipe import EvaluatorSpec
+
+    seen = []
+
+    def scores(model, collate, rows, batch_size):  # offset 2 is the best one, whatever the weights
+        return {"exact_match": 1.0 if model.config.abacus_eval_offset == 2 else 0.5}
+
+    monkeypatch.setattr(evaluators, "teacher_forced_scores", scores)
+    real = trainer.train_step
+
+    def recording(accelerator, model, forward, batches, recipe, step):
+        seen.append(accelerator.unwrap_model(model).config.abacus_eval_offset)
+        return real(accelerator, model, forward, batches, recipe, step)
+
+    monkeypatch.setattr(trainer, "train_step", recording)
+    recipe = tiny_recipe(tmp_path / "run", max_steps=3, save_every=1, eval_every=1)
+    recipe.eval.evaluators = [EvaluatorSpec("abacus_eval_offset", {"offsets": "0-3", "samples": 4})]
+    final = train(recipe)
+    assert seen == [0, 0, 0]  # training never saw the chosen offset
+    assert json.loads((final / "config.json").read_text())["abacus_eval_offset"] == 2
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step_1" / "trainer_state.json").read_text())
+    assert state["config_updates"] == {"abacus_eval_offset": 2}
+
+    # Resumed from step 1 with no evaluation after it: the choice comes from the checkpoint.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "step_1", resumed / "checkpoints" / "step_1")
+    (resumed / "checkpoints" / "latest").write_text("step_1\n")
+    again = tiny_recipe(resumed, max_steps=3, save_every=1, eval_every=1)
+    again.eval.evaluators = []
+    assert json.loads((train(again, resume="latest") / "config.json").read_text())["abacus_eval_offset"] == 2

@@ -74,11 +74,13 @@ class TrainState:
     Fields: `step` (optimizer steps done; the next global batch is `BatchSchedule.span(step)`),
     `examples` and `tokens` trained on, `skipped_steps` (non-finite loss or gradient),
     `elapsed_s` (training wall-clock time, summed over resumes), `log_window` (the sums the next
-    `metrics.jsonl` record averages, so that a resumed run logs the same numbers).
+    `metrics.jsonl` record averages, so that a resumed run logs the same numbers), `config_updates`
+    (config values the in-loop evaluators chose, e.g. `abacus_eval_offset`, written into the final
+    model's config when the run ends).
 
     Example:
         >>> TrainState(step=5).to_json()
-        '{"step": 5, "examples": 0, "tokens": 0, "skipped_steps": 0, "elapsed_s": 0.0, "log_window": {}}'
+        '{"step": 5, "examples": 0, "tokens": 0, "skipped_steps": 0, "elapsed_s": 0.0, "log_window": {}, "config_updates": {}}'
     """
 
     step: int = 0
@@ -87,6 +89,7 @@ class TrainState:
     skipped_steps: int = 0
     elapsed_s: float = 0.0
     log_window: dict = field(default_factory=dict)
+    config_updates: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

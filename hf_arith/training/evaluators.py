@@ -196,9 +196,11 @@ def abacus_eval_offset(recipe, tokenizer, offsets: str | list[int] = "0-10", sam
                        batch_size: int = 256, seed: int = 4321, lengths: str | None = None):
     """Chooses the Abacus offset the model uses outside training (`config.abacus_eval_offset`) by
     measurement: exact match on `samples` held-out problems of the training distribution at every
-    offset in `offsets` ("0-10" or a list); the best wins (ties: the smaller offset) and is written
-    into the model's config, so the saved model uses it. Returns the chosen `offset`, its
-    `exact_match`, and `exact_match/offset_<k>` for each candidate.
+    offset in `offsets` ("0-10" or a list); the best wins (ties: the smaller offset). Returns the
+    chosen `offset`, its `exact_match`, and `exact_match/offset_<k>` for each candidate. The model's
+    config is left as it was (an evaluation does not change the model); the trainer keeps the choice
+    with its checkpoints and writes it into the final model's config when the run ends
+    (`evaluate.sets_config`: config field -> the metric that holds its value).
 
     `lengths` (e.g. "11-12": both operands of 11 or 12 digits, `samples` per cell) calibrates on
     problems just beyond the training lengths instead: in-distribution accuracy is often the same
@@ -222,8 +224,10 @@ def abacus_eval_offset(recipe, tokenizer, offsets: str | list[int] = "0-10", sam
         ...     metrics = evaluate(model, step=6000)
         >>> sorted(metrics)
         ['exact_match', 'exact_match/offset_0', 'exact_match/offset_1', 'exact_match/offset_2', 'offset']
-        >>> model.config.abacus_eval_offset == metrics["offset"]  # saved with the model
-        True
+        >>> model.config.abacus_eval_offset  # unchanged; the trainer applies the choice at the end
+        0
+        >>> evaluate.sets_config
+        {'abacus_eval_offset': 'offset'}
     """
     if isinstance(offsets, str):
         low, _, high = offsets.partition("-")
@@ -238,14 +242,17 @@ def abacus_eval_offset(recipe, tokenizer, offsets: str | list[int] = "0-10", sam
     def evaluate(model, step):
         if abacus_offset_of(model) is None:
             return {}
-        scores = {}
-        for k in candidates:
-            model.config.abacus_eval_offset = k
-            scores[k] = teacher_forced_scores(model, collate, rows, batch_size)["exact_match"]
+        scores, trained_with = {}, model.config.abacus_eval_offset
+        try:
+            for k in candidates:
+                model.config.abacus_eval_offset = k
+                scores[k] = teacher_forced_scores(model, collate, rows, batch_size)["exact_match"]
+        finally:
+            model.config.abacus_eval_offset = trained_with
         best = max(candidates, key=lambda k: (scores[k], -k))
-        model.config.abacus_eval_offset = best
         return {"offset": best, "exact_match": scores[best], **{f"exact_match/offset_{k}": v for k, v in scores.items()}}
 
+    evaluate.sets_config = {"abacus_eval_offset": "offset"}
     return evaluate
 
 

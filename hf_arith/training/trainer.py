@@ -336,8 +336,29 @@ def greedy_generation_config(tokenizer):
     return GenerationConfig(do_sample=False, **{k: v for k, v in special.items() if v is not None})
 
 
-def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) -> Path:
-    """`output_dir/final`: `save_pretrained` (safetensors) of the unwrapped model, the tokenizer,
+def chosen_config(evaluators, metrics: dict) -> dict:
+    """The config values that `metrics` (from `run_evaluators`) hold for evaluators that choose one
+    (`evaluate.sets_config`, e.g. the Abacus inference offset), as `{field: value}`.
+
+    Example:
+        >>> def calibrate(model, step): ...
+        >>> calibrate.sets_config = {"abacus_eval_offset": "offset"}
+        >>> chosen_config([("abacus_eval_offset", calibrate)], {"eval/abacus_eval_offset/offset": 3.0})
+        {'abacus_eval_offset': 3}
+    """
+    chosen = {}
+    for name, evaluate in evaluators:
+        for config_field, metric in getattr(evaluate, "sets_config", {}).items():
+            value = metrics.get(f"eval/{name}/{metric}")
+            if value is not None:
+                chosen[config_field] = int(value) if float(value).is_integer() else value
+    return chosen
+
+
+def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path, config_updates: dict | None = None
+               ) -> Path:
+    """`output_dir/final`: `save_pretrained` (safetensors) of the unwrapped model with
+    `config_updates` (what in-loop evaluators chose, `chosen_config`) in its config, the tokenizer,
     a greedy `GenerationConfig` with the tokenizer's special ids, and `recipe.yaml`. Written to a
     temporary folder first, then renamed, so that a run killed at any moment leaves the previous
     `final/` or none, never a half one; a failed write (disk full, read-only) is an `HfArithError`.
@@ -353,6 +374,8 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path) 
     if accelerator.is_main_process:
         unwrapped = unsharded(accelerator.unwrap_model(model))
         unwrapped.generation_config = greedy_generation_config(tokenizer)
+        for config_field, value in (config_updates or {}).items():  # what the evaluators chose
+            setattr(unwrapped.config, config_field, value)
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             unwrapped.save_pretrained(tmp, state_dict=state_dict)
@@ -424,7 +447,7 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
             _save(run, loop)
         if t.save_every and accelerator.is_main_process:
             retire_checkpoints(out, t.keep_last)
-        final = save_final(accelerator, run.model, run.tokenizer, recipe, out)
+        final = save_final(accelerator, run.model, run.tokenizer, recipe, out, state.config_updates)
         if accelerator.is_main_process:
             plot_loss(run.metrics_path, out / "loss.png")
     accelerator.end_training()
@@ -459,7 +482,9 @@ def _train_steps(run: _Run, loop: _Loop, bar, signals: StopSignals) -> bool:
         # before the checkpoint exists, and a resumed run neither repeats nor misses one.
         stopping = done or out_of_time
         if run.evaluators and ((t.eval_every and state.step % t.eval_every == 0) or (stopping and recipe.eval.at_end)):
-            _log(run, {"step": state.step, **run_evaluators(accelerator, run.model, run.evaluators, state.step)})
+            metrics = run_evaluators(accelerator, run.model, run.evaluators, state.step)
+            _log(run, {"step": state.step, **metrics})
+            state.config_updates.update(chosen_config(run.evaluators, metrics))
         # A stopped run saves even with save_every: 0, or the steps since the last save are lost.
         loop.save_due = (loop.save_due or preempted
                          or bool(t.save_every) and (state.step % t.save_every == 0 or stopping))
