@@ -53,8 +53,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out: str | os.Pat
 
     Example:
         >>> tok = train_bpe_tokenizer(["the cat sat on the mat"] * 50, vocab_size=270)
-        >>> tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, len(tok)
-        (0, 1, None, 270)
+        >>> tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, len(tok), tok.padding_side
+        (0, 1, None, 270, 'left')
     """
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(alphabet) + 2:
@@ -65,8 +65,21 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out: str | os.Pat
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[BPE_EOS, BPE_PAD],
                                   initial_alphabet=alphabet, show_progress=False)
-    backend.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=BPE_EOS, pad_token=BPE_PAD)
+    seen = [0]
+
+    def counted(texts):
+        for text in texts:  # a string, or a batch of them
+            seen[0] += any(t.strip() for t in ([text] if isinstance(text, str) else text))
+            yield text
+
+    backend.train_from_iterator(counted(texts), trainer)
+    if not seen[0]:  # the trainer would return the bare byte alphabet, with no merge learned
+        raise HfArithError("the corpus has no text to train a tokenizer on (empty files, or a --text-field that "
+                           "no record has); give files with text")
+    # Left padding: a decoder-only model generates after the prompt's last token, so batched
+    # generation needs the padding before the prompt.
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=BPE_EOS, pad_token=BPE_PAD,
+                                        padding_side="left")
     if out is not None:
         # tokenizer.json written in place was left empty or cut short by a full disk.
         with folder_written_atomically(out) as tmp:

@@ -415,3 +415,13 @@ def test_non_finite_weights_are_refused_wherever_a_model_is_read(good, tmp_path,
     assert main(["convert", str(olmo), str(tmp_path / "native"), "--to", "native"]) == 2
     assert one_line(capsys).startswith(f"error: {olmo} holds non-finite weights (model.embed_tokens.weight has NaN")
     assert not any((tmp_path / name).exists() for name in ("eval", "out", "native"))
+
+
+def test_a_tokenizer_is_not_trained_on_an_empty_corpus(tmp_path, capsys):
+    """It used to write a 258-token tokenizer (the bare byte alphabet) when 500 were asked, and exit 0."""
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["tokenizer", "train", str(tmp_path / "empty.txt"), "--vocab-size", "500",
+                 "--out", str(tmp_path / "tok")]) == 2
+    assert one_line(capsys) == ("error: the corpus has no text to train a tokenizer on (empty files, or a "
+                                "--text-field that no record has); give files with text")
+    assert not (tmp_path / "tok").exists()

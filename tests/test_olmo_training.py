@@ -205,3 +205,14 @@ def test_tiny_cpu_recipe_runs_as_shipped(tmp_path, monkeypatch):
     assert all(0 <= r["eval/multiple_choice/python_docs/acc"] <= 1 for r in evals)
     model = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=True)
     assert model.config.vocab_size == 1024
+    from transformers import AutoTokenizer
+
+    # Batched generation with the saved tokenizer, as a user calls it, equals one prompt at a time.
+    tokenizer = AutoTokenizer.from_pretrained(final, trust_remote_code=True)
+    assert tokenizer.padding_side == "left"
+    prompts = ["The function", "A list is a mutable sequence of"]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    together = model.generate(**batch, max_new_tokens=4, do_sample=False)[:, batch["input_ids"].shape[1]:]
+    for prompt, row in zip(prompts, together):
+        alone = model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=4, do_sample=False)
+        assert row.tolist() == alone[0, -4:].tolist(), prompt

@@ -379,6 +379,8 @@ def save_final(accelerator, model, tokenizer, recipe: Recipe, output_dir: Path, 
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             unwrapped.save_pretrained(tmp, state_dict=state_dict)
+            # Decoder-only: batched generation pads before the prompt (a text tokenizer may say right).
+            tokenizer.padding_side = "left"
             tokenizer.save_pretrained(tmp)
             save_recipe(recipe, tmp / "recipe.yaml")
             if final.exists():
