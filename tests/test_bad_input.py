@@ -425,3 +425,33 @@ def test_a_tokenizer_is_not_trained_on_an_empty_corpus(tmp_path, capsys):
     assert one_line(capsys) == ("error: the corpus has no text to train a tokenizer on (empty files, or a "
                                 "--text-field that no record has); give files with text")
     assert not (tmp_path / "tok").exists()
+
+
+def test_eval_and_generate_refuse_a_text_model(tmp_path, capsys):
+    """An OLMo text model used to be graded (0%) and answer addition with text ("1.1.")."""
+    from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
+    from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
+    from hf_arith.tokenization import train_bpe_tokenizer
+
+    folder = tmp_path / "olmo" / "final"
+    tokenizer = train_bpe_tokenizer(["12 plus 34 is 46; 123 and 4567 make 4690."] * 200, vocab_size=300)
+    ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=len(tokenizer), hidden_size=32, num_attention_heads=2,
+                                         num_hidden_layers=1, intermediate_size=64)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    expected = (f"error: {folder} is not an arithmetic model: its tokenizer does not write "
+                f"one token per digit; eval and generate score arithmetic models (for a text model, use the "
+                f"perplexity and multiple_choice evaluators, or lm-eval)")
+    for args in (["eval", str(folder), "--task", "addition", "--lengths", "1-2", "--samples", "2",
+                  "--out", str(tmp_path / "eval")], ["generate", str(folder), "12+34"]):
+        assert main(args) == 2, args
+        assert one_line(capsys) == expected, args
+    assert not (tmp_path / "eval").exists()
+
+
+def test_generate_refuses_a_problem_of_another_task(good, tmp_path, capsys):
+    """An addition model asked `12*3` used to answer it."""
+    folder = broken(good, tmp_path, lambda f: (f / "recipe.yaml").write_text(
+        "data:\n  task: addition\n  task_args: {max_digits: 3}\n"))
+    assert main(["generate", str(folder), "12+3", "12*3"]) == 2
+    assert one_line(capsys) == (f"error: {folder} was trained on addition, but '12*3' is multiplication; give "
+                                f"addition problems, or a model trained on multiplication")

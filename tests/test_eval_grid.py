@@ -270,7 +270,7 @@ def test_run_eval_writes_results_heatmap_and_table(saved_model, tmp_path, capsys
 def test_run_generate_prints_one_answer_per_problem(saved_model, capsys):
     from hf_arith.evaluation.commands import run_generate
 
-    answers = run_generate(saved_model, ["12+34", "5x6"], device="cpu")
+    answers = run_generate(saved_model, ["12+34", "5+6"], device="cpu")
     assert len(answers) == 2 and capsys.readouterr().out.splitlines() == answers
 
 

@@ -16,6 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_arith.data.arithmetic import eval_set, load_eval_set, save_eval_set
 from hf_arith.errors import HfArithError
 from hf_arith.model_files import check_finite, check_model_folder, read_saved_recipe
+from hf_arith.tasks import get_task
+from hf_arith.tasks.notation import task_of
 
 from .generate import answer
 from .grid import DEFAULT_EVAL_SEED, abacus_offset_of, evaluate_grid
@@ -90,7 +92,41 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
         raise HfArithError(f"cannot load {model_dir}: {first}; check the folder or repo id (and HF_TOKEN, "
                            f"or HF_HUB_OFFLINE for a cached copy)") from None
     check_finite(model.named_parameters(), model_dir)
+    check_arithmetic_tokenizer(tokenizer, model_dir)
     return model.to(device).eval(), tokenizer
+
+
+def _check_problems_fit_the_task(model_dir, problems: list) -> None:
+    """`HfArithError` for a problem of another task than the one the model was trained on (its
+    saved recipe's `data.task`): an addition model asked `12*3` answered with a sum of digits."""
+    trained, _ = recipe_task(model_dir)
+    try:
+        trained = get_task(trained).name if trained is not None else None  # aliases: "sort" is "sorting"
+    except ValueError:
+        return  # a task this installation does not know: nothing to compare with
+    for problem in problems:
+        try:
+            task = task_of(problem)
+        except ValueError:
+            continue  # `answer` names what is wrong with it
+        if trained is not None and task != trained:
+            raise HfArithError(f"{model_dir} was trained on {trained}, but {problem!r} is {task}; give {trained} "
+                               f"problems, or a model trained on {task}")
+
+
+def check_arithmetic_tokenizer(tokenizer, model_dir) -> None:
+    """`HfArithError` unless `tokenizer` writes every character of an arithmetic problem as its own
+    token, as hf-arith's tasks need: a text model's BPE merges digits, and its grid scored 0%.
+
+    Example:
+        >>> from hf_arith.tokenization import build_arith_tokenizer
+        >>> check_arithmetic_tokenizer(build_arith_tokenizer(), "runs/addition_cpu/final")  # no error
+    """
+    probe = "9081726354+="
+    if len(tokenizer(probe, add_special_tokens=False)["input_ids"]) != len(probe):
+        raise HfArithError(f"{model_dir} is not an arithmetic model: its tokenizer does "
+                           f"not write one token per digit; eval and generate score arithmetic models (for a text "
+                           f"model, use the perplexity and multiple_choice evaluators, or lm-eval)")
 
 
 def recipe_task(model_dir: str | os.PathLike) -> tuple[str | None, dict]:
@@ -192,6 +228,7 @@ def run_generate(
         answers = run_generate("runs/addition_cpu/final", ["123+4567", "99+1"])  # also prints one a line
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
+    _check_problems_fit_the_task(model_dir, problems)
     model, tokenizer = load_model(model_dir, device)
     torch.manual_seed(0)  # the same answers on every call, also from a model drawing noise in its forward pass
     answers = answer(model, tokenizer, problems, num_recurrences=num_recurrences)

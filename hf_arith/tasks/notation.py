@@ -97,4 +97,18 @@ def from_model_answer(text: str) -> str:
         raise ValueError(f"{text!r} is neither reversed digits nor sorting labels") from None
 
 
-__all__ = ["from_model_answer", "to_model_format"]
+def task_of(problem: str | Sequence[int]) -> str:
+    """The task a problem in normal notation belongs to: `"addition"`, `"multiplication"` or
+    `"sorting"`; `ValueError` as `to_model_format` for one that is none.
+
+    Example:
+        >>> task_of("123+4567"), task_of("12*3"), task_of([3, 12])
+        ('addition', 'multiplication', 'sorting')
+    """
+    formatted = to_model_format(problem)
+    if ":" in formatted:
+        return "sorting"
+    return "multiplication" if "x" in formatted else "addition"
+
+
+__all__ = ["from_model_answer", "task_of", "to_model_format"]
