@@ -137,6 +137,9 @@ def test_deepspeed_takes_accumulation_clipping_and_batch_from_the_recipe(monkeyp
     assert config["gradient_clipping"] == 1.0  # the clip warmup's limit at step 0
     assert config["train_micro_batch_size_per_gpu"] == 8
     assert config["communication_data_type"] == "fp32"
+    # DeepSpeed's 5e8-element default buckets are left to Accelerate to size from the hidden size.
+    assert config["zero_optimization"]["reduce_bucket_size"] == "auto"
+    assert "stage3_prefetch_bucket_size" not in config["zero_optimization"]
 
     monkeypatch.setenv("ACCELERATE_GRADIENT_CLIPPING", "2.0")
     with pytest.raises(HfArithError, match="gradient_clipping=2.0.*train.grad_clip"):
@@ -149,6 +152,10 @@ def test_deepspeed_takes_accumulation_clipping_and_batch_from_the_recipe(monkeyp
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(HfArithError, match="zero3_save_16bit_model: true"):
         deepspeed_plugin(recipe_from_dict(abacus_recipe()))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "true")
+    zero = deepspeed_plugin(recipe_from_dict(abacus_recipe())).deepspeed_config["zero_optimization"]
+    sized = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+    assert {key: zero[key] for key in sized} == dict.fromkeys(sized, "auto")
 
 
 def test_a_launch_whose_processes_did_not_join_is_refused(monkeypatch):

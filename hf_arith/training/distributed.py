@@ -272,7 +272,7 @@ def deepspeed_plugin(recipe: Recipe):
     `set_deepspeed_clipping`. A launch config that sets either to something else is refused; so is
     ZeRO-3 without `zero3_save_16bit_model`, which the final consolidated save needs. With bf16 or
     fp16, gradients are reduced in fp32 (`communication_data_type`) unless the launch config says
-    otherwise.
+    otherwise. Bucket sizes the launch config leaves out are "auto" (from the model's hidden size).
 
     Example:
         >>> deepspeed_plugin(Recipe()).deepspeed_config["gradient_accumulation_steps"]
@@ -291,7 +291,13 @@ def deepspeed_plugin(recipe: Recipe):
         config.setdefault("communication_data_type", "fp32")
     if t.mixed_precision == "bf16":  # a non-finite step is skipped, as the loop does without DeepSpeed
         config.setdefault("bf16", {"enabled": True, "check_grad_overflow": True})
-    zero = config.get("zero_optimization", {})
+    zero = config.setdefault("zero_optimization", {})
+    # DeepSpeed's own bucket sizes (5e8 elements) are sized for big GPUs: they cost OLMo-1B ~3 GB more
+    # per process than the model's own state. "auto" has Accelerate size them from the model's
+    # hidden size, as transformers' Trainer and its example DeepSpeed configs do.
+    sized = ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold")
+    for key in sized if zero.get("stage") == 3 else sized[:1]:
+        zero.setdefault(key, "auto")
     if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
         raise HfArithError("DeepSpeed ZeRO-3 without zero3_save_16bit_model cannot write the consolidated final "
                            "model; set zero3_save_16bit_model: true in the launch config "
