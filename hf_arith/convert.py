@@ -58,11 +58,9 @@ from transformers import GenerationConfig, OlmoConfig, OlmoForCausalLM
 
 from hf_arith.atomic import folder_written_atomically
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_finite
+from hf_arith.model_files import CHECKPOINT_FORMATS, check_finite
 from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
 from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
-
-FORMATS = ("ours", "native", "original")
 
 # Files of a tokenizer folder (and the tokenizer code its tokenizer_config.json may name).
 TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
@@ -655,7 +653,7 @@ def save_checkpoint(config, state: dict, dst, to: str, generation_config=None) -
         (dst / "config.yaml").write_text(yaml.safe_dump({"model": model}, sort_keys=False))
         save_torch_state_dict(state_dict_to_original(state, config), dst)
     else:
-        raise HfArithError(f"unknown checkpoint format {to!r}; choose one of {', '.join(FORMATS)}")
+        raise HfArithError(f"unknown checkpoint format {to!r}; choose one of {', '.join(CHECKPOINT_FORMATS)}")
     return dst
 
 
@@ -682,8 +680,8 @@ def convert(src, dst, to: str) -> Path:
         hf_arith.errors.HfArithError: ...ours already exists and is not an empty folder; choose a new destination
     """
     src, dst = Path(src), Path(dst)
-    if to not in FORMATS:
-        raise HfArithError(f"unknown target format {to!r}; choose one of {', '.join(FORMATS)}")
+    if to not in CHECKPOINT_FORMATS:
+        raise HfArithError(f"unknown target format {to!r}; choose one of {', '.join(CHECKPOINT_FORMATS)}")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise HfArithError(f"{dst} already exists and is not an empty folder; choose a new destination")
     _, config, state = load_checkpoint(src)
@@ -699,7 +697,6 @@ def convert(src, dst, to: str) -> Path:
 
 
 __all__ = [
-    "FORMATS",
     "build_model",
     "config_from_native",
     "config_from_original",
