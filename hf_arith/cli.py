@@ -24,6 +24,7 @@ import sys
 
 from hf_arith.atomic import NO_ROOM
 from hf_arith.errors import HfArithError
+from hf_arith.model_files import CHECKPOINT_FORMATS, HUB_FORMATS
 
 # ---------------------------------------------------------------------------------------------
 # What every (sub)command parser shares
@@ -399,7 +400,7 @@ def run_tokenizer(args: argparse.Namespace) -> int:
 def add_convert(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="an OLMo checkpoint folder: hf-arith, transformers-native or allenai/OLMo")
     parser.add_argument("dst", help="a new folder for the converted checkpoint")
-    parser.add_argument("--to", required=True, choices=["ours", "native", "original"],
+    parser.add_argument("--to", required=True, choices=CHECKPOINT_FORMATS,
                         help="ours: hf-arith (trust_remote_code); native: transformers' olmo; original: allenai/OLMo")
 
 
@@ -420,7 +421,7 @@ def add_publish(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="push to this branch, created from main if missing (default: main)")
     parser.add_argument("--local-dir", help="write the folder here and push nothing (default: push)")
-    parser.add_argument("--format", dest="fmt", choices=["ours", "native"], default="ours",
+    parser.add_argument("--format", dest="fmt", choices=HUB_FORMATS, default="ours",
                         help="ours: hf-arith code (trust_remote_code); native: transformers' olmo (OLMo only)")
     parser.add_argument("--max-shard-size", type=shard_size, default="5GB",
                         help="split the weights into files of at most this size (KB, MB, GB or TB)")

@@ -58,11 +58,9 @@ from transformers import GenerationConfig, OlmoConfig, OlmoForCausalLM
 
 from hf_arith.atomic import folder_written_atomically
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_finite
+from hf_arith.model_files import CHECKPOINT_FORMATS, check_finite
 from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
 from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
-
-FORMATS = ("ours", "native", "original")
 
 # Files of a tokenizer folder (and the tokenizer code its tokenizer_config.json may name).
 TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
@@ -437,17 +435,18 @@ def state_dict_from_original(state: dict, config) -> dict:
 # Models in memory
 
 
-def build_model(config, state: dict):
+def model_from_state(config, state: dict):
     """An `ArithOlmoForCausalLM` (eval mode) holding exactly the tensors of `state` (our names).
 
-    Built on the meta device and filled by assignment: no random init, no second copy.
+    Built on the meta device and filled by assignment: no random init, no second copy (a fresh,
+    randomly initialised model of a recipe is `hf_arith.training.build_model`).
 
     Example:
         >>> from hf_arith.modeling.configuration_olmo import ArithOlmoConfig
         >>> from hf_arith.modeling.modeling_olmo import ArithOlmoForCausalLM
         >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
         ...                                              num_hidden_layers=2, intermediate_size=128))
-        >>> copy = build_model(model.config, model.state_dict())
+        >>> copy = model_from_state(model.config, model.state_dict())
         >>> torch.equal(copy.model.embed_tokens.weight, model.model.embed_tokens.weight), copy.training
         (True, False)
     """
@@ -478,7 +477,7 @@ def from_native(native, vocab_size: int | None = None):
     config = config_from_native(native.config, vocab_size)
     # Copies: the two models must not share (and so jointly train) any tensor.
     state = {name: tensor.detach().clone() for name, tensor in native.state_dict().items()}
-    return build_model(config, state_dict_from_native(state, config))
+    return model_from_state(config, state_dict_from_native(state, config))
 
 
 def to_native(model):
@@ -572,9 +571,10 @@ def _suppressed(path: Path) -> list[int]:
     return list(json.loads(file.read_text()).get("suppress_tokens") or []) if file.is_file() else []
 
 
-def load_checkpoint(path):
-    """`(format, config, state)` of a checkpoint folder in any of the three layouts, as our
-    `ArithOlmoConfig` and a state dict with our names.
+def read_olmo_checkpoint(path):
+    """`(format, config, state)` of an OLMo checkpoint folder in any of `CHECKPOINT_FORMATS`, as
+    our `ArithOlmoConfig` and a state dict with our names: weights only (a training run's
+    checkpoints, with optimizer state, are `hf_arith.training.checkpoints`).
 
     Example:
         >>> import tempfile
@@ -583,7 +583,7 @@ def load_checkpoint(path):
         ...                                     num_hidden_layers=2, num_attention_heads=4))
         >>> folder = Path(tempfile.mkdtemp())
         >>> native.save_pretrained(folder)
-        >>> fmt, config, state = load_checkpoint(folder)
+        >>> fmt, config, state = read_olmo_checkpoint(folder)
         >>> fmt, config.model_type
         ('native', 'arith_olmo')
     """
@@ -620,8 +620,9 @@ def generation_config_for(src: Path, config, to: str):
     return generation
 
 
-def save_checkpoint(config, state: dict, dst, to: str, generation_config=None) -> Path:
-    """Writes `config` (ours) and `state` (our names) to the folder `dst` in the layout `to`.
+def write_olmo_checkpoint(config, state: dict, dst, to: str, generation_config=None) -> Path:
+    """Writes `config` (ours) and `state` (our names) to the folder `dst` in the layout `to`, one of
+    `CHECKPOINT_FORMATS`; `HfArithError` for another.
 
     Example:
         >>> import os
@@ -631,14 +632,14 @@ def save_checkpoint(config, state: dict, dst, to: str, generation_config=None) -
         >>> model = ArithOlmoForCausalLM(ArithOlmoConfig(vocab_size=128, hidden_size=64, num_attention_heads=4,
         ...                                              num_hidden_layers=2, intermediate_size=128))
         >>> dst = Path(tempfile.mkdtemp()) / "original"
-        >>> _ = save_checkpoint(model.config, model.state_dict(), dst, to="original")
+        >>> _ = write_olmo_checkpoint(model.config, model.state_dict(), dst, to="original")
         >>> sorted(os.listdir(dst))
         ['config.yaml', 'model.safetensors']
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     if to == "ours":
-        model = build_model(config, state)
+        model = model_from_state(config, state)
         if generation_config is not None:
             model.generation_config = generation_config
         model.save_pretrained(dst)
@@ -655,7 +656,7 @@ def save_checkpoint(config, state: dict, dst, to: str, generation_config=None) -
         (dst / "config.yaml").write_text(yaml.safe_dump({"model": model}, sort_keys=False))
         save_torch_state_dict(state_dict_to_original(state, config), dst)
     else:
-        raise HfArithError(f"unknown checkpoint format {to!r}; choose one of {', '.join(FORMATS)}")
+        raise HfArithError(f"unknown checkpoint format {to!r}; choose one of {', '.join(CHECKPOINT_FORMATS)}")
     return dst
 
 
@@ -682,15 +683,15 @@ def convert(src, dst, to: str) -> Path:
         hf_arith.errors.HfArithError: ...ours already exists and is not an empty folder; choose a new destination
     """
     src, dst = Path(src), Path(dst)
-    if to not in FORMATS:
-        raise HfArithError(f"unknown target format {to!r}; choose one of {', '.join(FORMATS)}")
+    if to not in CHECKPOINT_FORMATS:
+        raise HfArithError(f"unknown target format {to!r}; choose one of {', '.join(CHECKPOINT_FORMATS)}")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise HfArithError(f"{dst} already exists and is not an empty folder; choose a new destination")
-    _, config, state = load_checkpoint(src)
+    _, config, state = read_olmo_checkpoint(src)
     check_finite(state.items(), src)
     generation = generation_config_for(src, config, to) if to != "original" else None
     with folder_written_atomically(dst) as tmp:  # a failure leaves no half-written checkpoint behind
-        save_checkpoint(config, state, tmp, to, generation)
+        write_olmo_checkpoint(config, state, tmp, to, generation)
         for pattern in TOKENIZER_PATTERNS:
             for file in src.glob(pattern):
                 if file.is_file():
@@ -699,8 +700,6 @@ def convert(src, dst, to: str) -> Path:
 
 
 __all__ = [
-    "FORMATS",
-    "build_model",
     "config_from_native",
     "config_from_original",
     "config_to_native",
@@ -708,11 +707,12 @@ __all__ = [
     "convert",
     "detect_format",
     "from_native",
-    "load_checkpoint",
-    "save_checkpoint",
+    "model_from_state",
+    "read_olmo_checkpoint",
     "state_dict_from_native",
     "state_dict_from_original",
     "state_dict_to_native",
     "state_dict_to_original",
     "to_native",
+    "write_olmo_checkpoint",
 ]

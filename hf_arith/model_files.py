@@ -1,5 +1,6 @@
 """Checks of a saved model folder before transformers reads it, so that a missing, corrupt or
-foreign file is one clear `HfArithError` naming the file and the fix instead of a deep traceback.
+foreign file is one clear `HfArithError` naming the file and the fix instead of a deep traceback;
+and the names of the layouts an OLMo checkpoint folder comes in (`CHECKPOINT_FORMATS`, `HUB_FORMATS`).
 
 Example:
     >>> import tempfile
@@ -33,6 +34,12 @@ from hf_arith.errors import HfArithError
 # What `from_pretrained` reads: a tokenizer needs one of these next to the weights.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 PICKLED_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.bin")
+# The layouts of an OLMo checkpoint folder (`hf-arith convert --to`, described in `hf_arith.convert`):
+# hf-arith's own (remote code), transformers' native `olmo`, allenai/OLMo's. Named here, in a module
+# without torch, so that the CLI offers them as choices before it imports anything heavy.
+CHECKPOINT_FORMATS = ("ours", "native", "original")
+# What `hf-arith publish --format` writes: the layouts transformers loads (allenai/OLMo's needs OLMo's code).
+HUB_FORMATS = tuple(fmt for fmt in CHECKPOINT_FORMATS if fmt != "original")
 
 
 def looks_like_repo_id(name: str) -> bool:
@@ -157,4 +164,5 @@ def read_saved_recipe(model_dir: str | os.PathLike) -> dict:
     return (load_yaml(path.read_text()) or {}) if path.is_file() else {}
 
 
-__all__ = ["check_model_folder", "check_safetensors", "looks_like_repo_id", "read_saved_recipe"]
+__all__ = ["CHECKPOINT_FORMATS", "HUB_FORMATS", "check_model_folder", "check_safetensors", "looks_like_repo_id",
+           "read_saved_recipe"]

@@ -2,7 +2,8 @@
 
 from transformers import PretrainedConfig
 
-ARITH_DIGIT_TOKEN_IDS = list(range(4, 14))
+# The vocabulary is the tokenizer file's; `save_pretrained` copies that sibling into the model folder too.
+from .tokenization_arith import ARITH_VOCAB, DIGIT_TOKEN_IDS
 
 
 class AbacusConfig(PretrainedConfig):
@@ -11,7 +12,7 @@ class AbacusConfig(PretrainedConfig):
     ("L×R"), with Abacus positions for digits. 16×1 is a standard transformer.
 
     Args:
-        vocab_size (`int`, defaults to 31): size of the character vocabulary.
+        vocab_size (`int`, defaults to 31, `len(ARITH_VOCAB)`): size of the character vocabulary.
         hidden_size (`int`, defaults to 1024): width of the residual stream.
         num_attention_heads (`int`, defaults to 16): attention heads (`hidden_size` must divide evenly).
         intermediate_size (`int`, defaults to 2048): width of the gated MLP.
@@ -34,8 +35,8 @@ class AbacusConfig(PretrainedConfig):
             embeddings: `"abacus"`, `"learned"` (absolute, up to `max_position_embeddings`) or `"none"`.
         attention_positions (`str`, defaults to `"none"`): position signal inside attention:
             `"none"`, `"rope"` or `"fire"`. `embedding_positions="none"` with `"none"` here is NoPE.
-        digit_token_ids (`list[int]`, defaults to the hf-arith vocabulary's digits): tokens that are
-            digits, whose Abacus position is their 1-based index in their run of digits.
+        digit_token_ids (`list[int]`, defaults to `DIGIT_TOKEN_IDS`, the hf-arith vocabulary's digits):
+            tokens that are digits, whose Abacus position is their 1-based index in their run of digits.
         abacus_num_positions (`int`, defaults to 256): rows of the Abacus table (row 0 is for
             non-digit tokens). Must exceed `abacus_max_k` + the longest number seen in training;
             a longer number is an error.
@@ -85,7 +86,7 @@ class AbacusConfig(PretrainedConfig):
 
     def __init__(
         self,
-        vocab_size: int = 31,
+        vocab_size: int = len(ARITH_VOCAB),
         hidden_size: int = 1024,
         num_attention_heads: int = 16,
         intermediate_size: int = 2048,
@@ -133,7 +134,7 @@ class AbacusConfig(PretrainedConfig):
         self.initial_state_std = initial_state_std
         self.embedding_positions = embedding_positions
         self.attention_positions = attention_positions
-        self.digit_token_ids = list(ARITH_DIGIT_TOKEN_IDS if digit_token_ids is None else digit_token_ids)
+        self.digit_token_ids = list(DIGIT_TOKEN_IDS if digit_token_ids is None else digit_token_ids)
         self.abacus_num_positions = abacus_num_positions
         self.abacus_max_k = abacus_max_k
         self.abacus_offset_mode = abacus_offset_mode

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from hf_arith.cli import main
-from hf_arith.convert import build_model, convert, load_checkpoint
+from hf_arith.convert import convert, model_from_state, read_olmo_checkpoint
 from hf_arith.errors import HfArithError
 from hf_arith.modeling.configuration_abacus import AbacusConfig
 from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
@@ -78,8 +78,8 @@ def load_any(folder, fmt):
         return AutoModelForCausalLM.from_pretrained(folder)  # no remote code
     if fmt == "ours":
         return AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
-    _, config, state = load_checkpoint(folder)
-    return build_model(config, state)
+    _, config, state = read_olmo_checkpoint(folder)
+    return model_from_state(config, state)
 
 
 def logits(model, ids, mask):
@@ -156,7 +156,7 @@ def test_padding_rows_are_never_generated_by_the_native_export(tmp_path):
     generated = native.generate(**kwargs)
     assert generated.max() < 40 and torch.equal(generated, model.generate(**kwargs))
     # Back in our layout the suppressed tail is padding again.
-    _, config, _ = load_checkpoint(convert(dst, tmp_path / "back", to="ours"))
+    _, config, _ = read_olmo_checkpoint(convert(dst, tmp_path / "back", to="ours"))
     assert (config.vocab_size, config.embedding_size) == (40, 128)
 
 

@@ -21,16 +21,13 @@ from transformers.utils import logging as transformers_logging
 from hf_arith.atomic import folder_written_atomically
 from hf_arith.convert import generation_config_for, to_native
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_finite, check_model_folder
+from hf_arith.model_files import HUB_FORMATS, check_finite, check_model_folder
 from hf_arith.modeling import CAUSAL_LMS
 from hf_arith.modeling.tokenization_arith import ArithTokenizer
 
 from .card import CARD_TEMPLATES, grid_evaluations, render_card
 from .remote_code import check_remote_code
 from .run_files import RunFiles, find_run, read_config
-
-FORMATS = ("ours", "native")
-
 
 
 def load_model(model_dir: Path):
@@ -156,8 +153,8 @@ def assemble(source: str | os.PathLike, out_dir: str | os.PathLike, repo_id: str
         out = assemble("runs/addition_cpu", "exports/abacus", "me/abacus-addition")
         sorted(p.name for p in out.iterdir())  # model files, tokenizer, recipe.yaml, training/, evaluation/, README.md
     """
-    if fmt not in FORMATS:
-        raise HfArithError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in HUB_FORMATS:
+        raise HfArithError(f"unknown format {fmt!r}; choose one of {', '.join(HUB_FORMATS)}")
     check_repo_id(repo_id)
     run = find_run(source, eval_dirs)
     check_model_folder(run.model_dir)  # weights missing or cut short: named here, not deep in transformers
@@ -274,4 +271,4 @@ def publish(source: str | os.PathLike, repo_id: str, *, private: bool = False, r
         return Published(None, push(folder, repo_id, private, revision, token))
 
 
-__all__ = ["FORMATS", "Published", "assemble", "load_model", "load_tokenizer", "publish", "push", "save_model"]
+__all__ = ["Published", "assemble", "load_model", "load_tokenizer", "publish", "push", "save_model"]

@@ -1,0 +1,147 @@
+"""One fact in one place (issue 23): each fact of hf-arith is defined by one module and imported
+where it is used. Read from the source with `ast`, so a second definition fails here whichever
+module it appears in.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from helpers import run_isolated
+from hf_arith.model_files import CHECKPOINT_FORMATS, HUB_FORMATS
+from hf_arith.modeling.configuration_abacus import AbacusConfig
+from hf_arith.modeling.modeling_abacus import AbacusForCausalLM
+from hf_arith.modeling.tokenization_arith import ARITH_VOCAB, DIGIT_TOKEN_IDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_files() -> list[Path]:
+    """hf_arith/ and modeling/, less the `evaluate` metric folder: `evaluate.load` reads it by path,
+    so it may import nothing of hf_arith and restates the verdict on purpose."""
+    files = sorted((ROOT / "hf_arith").rglob("*.py")) + sorted((ROOT / "modeling").glob("*.py"))
+    return [p for p in files if "metrics" not in p.relative_to(ROOT).parts]
+
+
+TREES = {p.relative_to(ROOT).as_posix(): ast.parse(p.read_text()) for p in source_files()}
+
+
+def definitions(keep) -> dict[str, set[str]]:
+    """name -> the files whose module level defines it, for the top-level nodes `keep` names."""
+    found = defaultdict(set)
+    for path, tree in TREES.items():
+        for node in tree.body:
+            for name in keep(node):
+                found[name].add(path)
+    return found
+
+
+def public_names(node: ast.AST) -> list[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+        return [node.name]
+    return []
+
+
+def constants(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign):
+        targets = [node.target]
+    else:
+        return []
+    return [t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()]
+
+
+# Names defined in two modules today, each with the reason it is allowed: the exact files, so that a
+# third definition, or the same name anywhere else, still fails.
+SHARED_FUNCTION_NAMES = {
+    # Issue 23's evaluation part renames these two (the model of eval vs the model publish re-saves).
+    "load_model": {"hf_arith/evaluation/commands.py", "hf_arith/hub/publish.py"},
+    # Not in issue 23: `data.text.prepare` runs a recipe's data pipeline, `training.distributed.prepare`
+    # hands model and optimizer to Accelerate.
+    "prepare": {"hf_arith/data/text.py", "hf_arith/training/distributed.py"},
+}
+SHARED_CONSTANTS = {
+    # Not in issue 23: the loss's ignored label (transformers' -100), in the collator and the trainer.
+    "IGNORE_INDEX": {"hf_arith/data/arithmetic.py", "hf_arith/training/trainer.py"},
+    # Not in issue 23: the built-in corpus's parts and the card's grid regions, two different things.
+    "PARTS": {"hf_arith/data/corpus.py", "hf_arith/hub/card.py"},
+}
+
+
+def test_names_a_public_function_is_defined_by_one_module():
+    """`build_model`, `load_checkpoint` and `save_checkpoint` named both a training function and a
+    conversion function that did something else (now `convert.model_from_state`,
+    `read_olmo_checkpoint`, `write_olmo_checkpoint`). `cli.py` is left out: its `run_<command>`
+    handlers are named for the subcommand and call the library function of that name."""
+    found = definitions(public_names)
+    twice = {name: files - {"hf_arith/cli.py"} for name, files in found.items()}
+    twice = {name: files for name, files in twice.items()
+             if len(files) > 1 and SHARED_FUNCTION_NAMES.get(name) != files}
+    assert not twice, f"defined in more than one module (rename the one that does something else): {twice}"
+
+
+def test_names_a_constant_is_defined_by_one_module():
+    """`FORMATS` was ("ours", "native", "original") in convert.py and ("ours", "native") in
+    hub/publish.py; the format names are `model_files.CHECKPOINT_FORMATS` and `HUB_FORMATS` now."""
+    found = definitions(constants)
+    twice = {name: files for name, files in found.items()
+             if len(files) > 1 and SHARED_CONSTANTS.get(name) != files}
+    assert not twice, f"defined in more than one module (import it from one): {twice}"
+    assert found["CHECKPOINT_FORMATS"] == found["HUB_FORMATS"] == {"hf_arith/model_files.py"}
+
+
+def test_names_format_names_are_never_listed_again():
+    """The CLI's `choices` repeated the format lists; a literal list of two or more format names
+    outside `model_files.py` is a second definition."""
+    assert set(HUB_FORMATS) < set(CHECKPOINT_FORMATS)
+    lists = []
+    for path, tree in TREES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and path != "hf_arith/model_files.py":
+                names = {e.value for e in node.elts if isinstance(e, ast.Constant)} & set(CHECKPOINT_FORMATS)
+                if len(names) > 1:
+                    lists.append(f"{path}:{node.lineno}")
+    assert not lists, f"format names listed again (import CHECKPOINT_FORMATS or HUB_FORMATS): {lists}"
+
+
+def test_names_digit_token_ids_are_derived_once_from_the_vocabulary():
+    """The digit ids were `list(range(4, 14))` in configuration_abacus.py and derived from
+    `ARITH_VOCAB` in tokenization_arith.py; now only the latter, and the config imports them."""
+    digits = list(range(ARITH_VOCAB.index("0"), ARITH_VOCAB.index("9") + 1))
+    literals = []
+    for path, tree in TREES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+                written = [e.value for e in node.elts if isinstance(e, ast.Constant)] == digits
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+                written = [getattr(a, "value", None) for a in node.args] == [digits[0], digits[-1] + 1]
+            else:
+                written = False
+            if written:
+                literals.append(f"{path}:{node.lineno}")
+    assert not literals, f"digit token ids written out (import DIGIT_TOKEN_IDS): {literals}"
+    assert definitions(constants)["DIGIT_TOKEN_IDS"] == {"modeling/tokenization_arith.py"}
+    config = AbacusConfig()
+    assert (config.digit_token_ids, config.vocab_size) == (DIGIT_TOKEN_IDS, len(ARITH_VOCAB))
+
+
+def test_names_an_abacus_folder_without_tokenizer_still_loads_its_config(tmp_path):
+    """The config file imports the vocabulary from its sibling tokenizer file: `save_pretrained`
+    copies that file along, so a folder with the model alone loads without hf_arith."""
+    folder = tmp_path / "model"
+    AbacusForCausalLM(AbacusConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                   num_hidden_layers=1)).save_pretrained(folder)
+    assert (folder / "tokenization_arith.py").is_file() and not (folder / "tokenizer.json").exists()
+    code = f"""
+        import json
+        from transformers import AutoConfig, AutoModelForCausalLM
+        config = AutoConfig.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        fresh = type(config)()  # the defaults, from the folder's own code
+        print(json.dumps([fresh.digit_token_ids, fresh.vocab_size]))
+    """
+    assert json.loads(run_isolated(code, cwd=tmp_path).splitlines()[-1]) == [list(range(4, 14)), 31]
