@@ -139,9 +139,7 @@ def test_collator_on_training_rows_against_the_tokenizer(collate):
         assert batch["attention_mask"][k].sum() == n_prompt + n_answer
 
 
-def test_collator_pad_multiple_and_unknown_characters():
-    collate = ArithmeticCollator(build_arith_tokenizer(), pad_to_multiple_of=8)
-    assert collate([{"prompt": "1+1=", "answer": "2"}])["input_ids"].shape == (1, 8)
+def test_collator_unknown_characters(collate):
     with pytest.raises(ValueError, match="'\\?'"):
         collate([{"prompt": "1?1=", "answer": "2"}])
 

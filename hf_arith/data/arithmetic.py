@@ -144,12 +144,11 @@ class ArithmeticCollator:
         [[-100, -100, -100, -100, 6, 3]]
     """
 
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
+    def __init__(self, tokenizer):
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad and an EOS token")
         self.tokenizer = tokenizer
         self.pad_id, self.eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
-        self.pad_to_multiple_of = pad_to_multiple_of
         self._char_ids = self._character_table(tokenizer)
 
     @staticmethod
@@ -172,17 +171,13 @@ class ArithmeticCollator:
                 pass  # the tokenizer itself decides (ArithTokenizer raises ValueError naming it)
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def _width(self, longest: int) -> int:
-        multiple = self.pad_to_multiple_of
-        return longest if not multiple else -(-longest // multiple) * multiple
-
     def __call__(self, examples: Sequence) -> dict[str, torch.Tensor]:
         prompts = self._encode([_field(e, "prompt") for e in examples])
         # Prompt and answer are encoded apart, so the label mask never depends on how
         # characters map to tokens.
         answers = self._encode([_field(e, "answer") for e in examples])
         sequences = [p + a + [self.eos_id] for p, a in zip(prompts, answers)]
-        width = self._width(max(len(s) for s in sequences))
+        width = max(len(s) for s in sequences)
         input_ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
         positions = torch.arange(width)
         ends = torch.tensor([len(s) for s in sequences])[:, None]
