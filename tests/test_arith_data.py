@@ -1,5 +1,6 @@
 """Training examples, evaluation sets, collation and bucketing."""
 
+import random
 import re
 from collections import Counter
 
@@ -13,9 +14,11 @@ from hf_arith.data.arithmetic import (
     ArithmeticCollator,
     eval_set,
     load_eval_set,
+    row_of,
     save_eval_set,
 )
-from hf_arith.data.sources import ArithmeticSource, micro_batches
+from hf_arith.data.sources import ArithmeticSource, build_source, micro_batches
+from hf_arith.data.specs import DataSpec
 from hf_arith.tasks import AdditionTask, Example
 from hf_arith.tokenization import build_arith_tokenizer
 from hf_arith.training.optim import process_share
@@ -51,6 +54,15 @@ def test_training_rows_are_right_and_deterministic_per_seed():
     for row in take(ArithmeticSource("multiplication", seed=0, task_args={"max_digits": 4}), 200):
         check_binary_row(row)
         assert max(row["len_a"], row["len_b"]) <= 4
+
+
+def test_an_arithmetic_recipe_trains_on_arithmetic_source_seeded_per_index():
+    """The one training data path: what `build_source` gives the trainer, example i drawn from
+    random.Random("train:{task}:{seed}:{i}") (changing that changes every run's losses)."""
+    source = build_source(DataSpec(task="addition", task_args={"max_digits": 10}), seed=3, tokenizer=None)
+    assert isinstance(source, ArithmeticSource)
+    expected = row_of(AdditionTask(max_digits=10).sample(random.Random("train:addition:3:7")))
+    assert source.examples(7, 8) == [expected]
 
 
 def test_training_rows_have_the_eval_set_columns():
