@@ -87,7 +87,9 @@ def addition_prompts(digits: int, batch: int, seed: int) -> torch.LongTensor:
 
 @torch.inference_mode()
 def decode_with_cache(model, input_ids, new_tokens: int, num_recurrences=None, preallocate=False) -> torch.LongTensor:
-    """`generate` with the looped KV cache, greedy; `preallocate=True` is what `hf-arith eval` runs."""
+    """`generate` with the looped KV cache, greedy. The benchmark's two columns: `preallocate=False` is
+    transformers' default cache (what a Hub user's `model.generate` gets), `preallocate=True` the
+    preallocated one that `hf-arith eval` and `generate` run (`decoding.greedy_generate`)."""
     config = GenerationConfig(
         do_sample=False, max_new_tokens=new_tokens, pad_token_id=PAD_ID, use_cache=True
     )

@@ -5,11 +5,18 @@
 one `RecipeError` naming the dotted key and what is allowed. `apply_overrides` sets
 `key.sub=value` command-line overrides in such a mapping first.
 
-Written by hand because the libraries that do this (pydantic, OmegaConf, dacite) would add a
-dependency for ~150 lines, and none gives the error messages a recipe needs: a typo must never
-fall back on a default, and YAML 1.1's quirks (`1e-4` as a string, `no` as false) are undone here:
-`load_yaml` reads `1e-4` as a float everywhere (untyped mappings such as `model.config` included),
-and `build` converts what a typed field still receives as a string.
+Written by hand: a typo must never fall back on a default, every error is one line naming the
+dotted key and what is allowed, and YAML 1.1's quirks (`1e-4` as a string, `no` as false) are
+undone: `load_yaml` reads `1e-4` as a float everywhere (untyped mappings such as `model.config`
+included), and `build` converts what a typed field still receives as a string. pydantic 2.14's
+`TypeAdapter` over these stdlib dataclasses was tried (2026-12-07) and does not keep that:
+strict mode refuses a mapping for a dataclass outright (it wants an instance), and setting
+strict/extra per class means a pydantic `__pydantic_config__` on every spec class of three
+modules; lax mode accepts what recipes refuse (`compile: 1`, `compile: "yes"`, `lr: .nan`) and
+refuses what they accept (`mixed_precision: no`, which YAML reads as false; `task_args:` left
+empty). Its errors (`unexpected_keyword_argument` at a location) would still need this module's
+translation into one-line messages with the allowed keys, and pydantic is no dependency of
+hf-arith (it comes only with the optional deepspeed).
 
 Example:
     >>> from dataclasses import dataclass
@@ -112,72 +119,86 @@ def _coerce(value, tp, where: str):
     expected, a numeric string such as PyYAML's `1e-4`); `RecipeError` naming `where` otherwise."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        # Exact type first, so that `warmup: 5` stays an int (steps) under `int | float`.
-        for option in options:
-            if option in (int, float, str, bool) and type(value) is option:
-                return value
-            if dataclasses.is_dataclass(option) and isinstance(value, dict):
-                return build(option, value, where)  # its error names the bad key inside
-        for option in options:
-            if option is type(None):
-                continue
+        return _union(value, tp, where)
+    if origin is Literal:
+        return _literal(value, tp, where)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin in (list, tuple):
+        return _sequence(value, tp, where)
+    if tp is dict:
+        if value is not None and not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value or {})
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise RecipeError(f"{where}: expected {'true or false' if tp is bool else 'a string'}, got {value!r}")
+        return value
+    if tp in (int, float):
+        return _number(value, tp, where)
+    raise TypeError(f"recipe field {where} has an unsupported annotation {tp!r}")  # a bug here, not the user's
+
+
+def _union(value, tp, where: str):
+    """The first option of `X | Y | None` that takes `value`: null, then an exact type (so that
+    `warmup: 5` stays an int, steps, under `int | float`), a mapping for a dataclass option (its
+    own error names the bad key inside), then each option's conversion in order."""
+    options = typing.get_args(tp)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option in (int, float, str, bool) and type(value) is option:
+            return value
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return build(option, value, where)
+    for option in options:
+        if option is not type(None):
             try:
                 return _coerce(value, option, where)
             except RecipeError:
                 pass
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if isinstance(value, bool):
-            # YAML 1.1 reads an unquoted `no`/`off` as false: give back the word the user wrote.
-            spellings = ("yes", "on", "true") if value else ("no", "off", "false")
-            value = next((word for word in spellings if word in typing.get_args(tp)), value)
-        if value not in typing.get_args(tp):
-            raise RecipeError(f"{where}: {value!r} is not allowed; choose one of {_type_name(tp)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)
-    if origin is list:
+    raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _literal(value, tp, where: str):
+    """One of the literal's values; YAML 1.1 reads an unquoted `no`/`off` as false, so a bool is
+    given back as the word the user wrote when the literal has it."""
+    if isinstance(value, bool):
+        spellings = ("yes", "on", "true") if value else ("no", "off", "false")
+        value = next((word for word in spellings if word in typing.get_args(tp)), value)
+    if value not in typing.get_args(tp):
+        raise RecipeError(f"{where}: {value!r} is not allowed; choose one of {_type_name(tp)}")
+    return value
+
+
+def _sequence(value, tp, where: str):
+    """`list[X]` (any length) or `tuple[X, Y, ...]` (exactly as many) from a YAML list."""
+    items = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
         if not isinstance(value, (list, tuple)):
             raise RecipeError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        items = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise RecipeError(f"{where}: expected a list of {len(items)} values, got {value!r}")
-        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
-    if tp is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp in (int, float):
-        number = value
-        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        if tp is int:
-            if float(number) != int(number):
-                raise RecipeError(f"{where}: expected an integer, got {value!r}")
-            return int(number)
+        return [_coerce(v, items[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, (list, tuple)) or len(value) != len(items):
+        raise RecipeError(f"{where}: expected a list of {len(items)} values, got {value!r}")
+    return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
+
+
+def _number(value, tp, where: str):
+    """A finite int or float (not a bool); a numeric string (PyYAML's `1e-4`) is read as one, and
+    an int field takes a float only when it is whole."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is float:
         return float(number)
-    raise TypeError(f"recipe field {where} has an unsupported annotation {tp!r}")  # a bug here, not the user's
+    if float(number) != int(number):
+        raise RecipeError(f"{where}: expected an integer, got {value!r}")
+    return int(number)
 
 
 def build(cls, raw, where: str):

@@ -76,8 +76,10 @@ class AbacusConfig(PretrainedConfig):
         progressive_loss_alpha (`float`, defaults to 0.0): α of the progressive loss
             `(1-α)·L(R recurrences) + α·L(n without grad, then k with grad)`, applied in training
             when labels are given. The paper's code uses 1.0.
-        progressive_max_k (`int`, *optional*): cap on k in the progressive loss (the paper's code
-            caps it at R // 2); `None` draws k from {1..R-n}.
+        progressive_max_k (`int`, *optional*): cap on k, the recurrences trained with gradient in
+            the progressive loss. `None` (this default) leaves k open: k ~ U{1..R-n}. The
+            reference's default differs: it caps k at max(R // 2, 1) (mcleish7/arithmetic's
+            `max_backprop`), so a recipe that follows it sets R // 2; every shipped recipe sets it.
         initializer_range (`float`, defaults to 0.02): std of the normal init of weights.
     """
 

@@ -429,6 +429,22 @@ def test_the_paper_recipe_builds_the_reference_model():
         assert sum(p.numel() for p in AbacusForCausalLM(config).parameters()) == 63_514_624  # 8x2: "64M"
 
 
+
+@pytest.mark.parametrize("name", ["addition_cpu", "addition_paper", "multiplication", "sorting"])
+def test_every_abacus_recipe_states_its_progressive_cap(name):
+    """The reference caps the progressive loss's k at max(R // 2, 1) by default, AbacusConfig leaves
+    it open (None): a shipped recipe must say which it trains with, not inherit a default silently."""
+    from hf_arith.training.recipe import load_recipe
+    from pathlib import Path
+
+    recipes = Path(__file__).parents[1] / "recipes/abacus"
+    assert sorted(p.stem for p in recipes.glob("*.yaml")) == ["addition_cpu", "addition_paper", "multiplication",
+                                                              "sorting"]
+    config = load_recipe(recipes / f"{name}.yaml").model.config
+    assert "progressive_max_k" in config
+    cap, recurrences = config["progressive_max_k"], config["num_recurrences"]
+    assert cap is None or 1 <= cap <= recurrences
+
 def test_deepnet_init_follows_the_reference():
     d, layers, recurrences = 256, 2, 4
     torch.manual_seed(0)

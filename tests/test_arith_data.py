@@ -1,23 +1,27 @@
-"""Training stream, evaluation sets, collation and bucketing."""
+"""Training examples, evaluation sets, collation and bucketing."""
 
+import random
 import re
 from collections import Counter
-from itertools import islice
 
+import datasets
 import pytest
 import torch
-from datasets.distributed import split_dataset_by_node
 
 from hf_arith.data.arithmetic import (
+    FEATURES,
     IGNORE_INDEX,
     ArithmeticCollator,
     eval_set,
     load_eval_set,
+    row_of,
     save_eval_set,
-    train_stream,
 )
+from hf_arith.data.sources import ArithmeticSource, build_source, micro_batches
+from hf_arith.data.specs import DataSpec
 from hf_arith.tasks import AdditionTask, Example
 from hf_arith.tokenization import build_arith_tokenizer
+from hf_arith.training.optim import process_share
 
 
 @pytest.fixture(scope="module")
@@ -33,42 +37,57 @@ def check_binary_row(row: dict) -> None:
     assert (row["len_a"], row["len_b"]) == (len(a), len(b))
 
 
-def take(dataset, n: int) -> list[dict]:
-    return list(islice(iter(dataset), n))
+def take(source: ArithmeticSource, n: int) -> list[dict]:
+    """The first `n` training examples, as the trainer reads them (global indices 0..n-1)."""
+    return source.examples(0, n)
 
 
-# --- training stream -------------------------------------------------------------------------
+# --- training examples (what the trainer draws: ArithmeticSource) ----------------------------
 
-def test_stream_rows_are_right_and_deterministic_per_seed():
-    rows = take(train_stream("addition", seed=0), 300)
+def test_training_rows_are_right_and_deterministic_per_seed():
+    rows = take(ArithmeticSource("addition", seed=0), 300)
     assert set(rows[0]) == {"prompt", "answer", "len_a", "len_b"}
     for row in rows:
         check_binary_row(row)
-    assert take(train_stream("addition", seed=0), 300) == rows
-    assert take(train_stream("addition", seed=1), 300) != rows
-    for row in take(train_stream("multiplication", seed=0, task_args={"max_digits": 4}), 200):
+    assert take(ArithmeticSource("addition", seed=0), 300) == rows
+    assert take(ArithmeticSource("addition", seed=1), 300) != rows
+    for row in take(ArithmeticSource("multiplication", seed=0, task_args={"max_digits": 4}), 200):
         check_binary_row(row)
         assert max(row["len_a"], row["len_b"]) <= 4
 
 
-def test_typed_stream_has_the_same_rows():
-    typed = train_stream("sorting", seed=3, typed=True)
+def test_an_arithmetic_recipe_trains_on_arithmetic_source_seeded_per_index():
+    """The one training data path: what `build_source` gives the trainer, example i drawn from
+    random.Random("train:{task}:{seed}:{i}") (changing that changes every run's losses)."""
+    source = build_source(DataSpec(task="addition", task_args={"max_digits": 10}), seed=3, tokenizer=None)
+    assert isinstance(source, ArithmeticSource)
+    expected = row_of(AdditionTask(max_digits=10).sample(random.Random("train:addition:3:7")))
+    assert source.examples(7, 8) == [expected]
+
+
+def test_training_rows_have_the_eval_set_columns():
+    rows = take(ArithmeticSource("sorting", seed=3), 50)
+    typed = datasets.Dataset.from_list(rows, features=FEATURES)
     assert list(typed.features) == ["prompt", "answer", "len_a", "len_b"]
-    assert take(typed, 50) == take(train_stream("sorting", seed=3), 50)
+    assert typed.to_list() == rows
 
 
-def test_two_ranks_read_disjoint_shards():
-    # Long operands: two independent streams practically never repeat a problem, so any shared
-    # prompt would mean shared shards.
-    task = AdditionTask(min_digits=15, max_digits=20)
-    full = train_stream(task, seed=0, num_shards=8)
-    ranks = [split_dataset_by_node(full, rank=r, world_size=2) for r in range(2)]
-    assert [r.num_shards for r in ranks] == [4, 4]
-    prompts = [[row["prompt"] for row in take(r, 400)] for r in ranks]
+def test_two_ranks_read_disjoint_shares():
+    # Long operands: distinct examples practically never repeat a problem, so any shared prompt
+    # would mean a shared example. The trainer's cut: micro-batches of the global batch, each
+    # process a contiguous block of them (`process_share`).
+    source = ArithmeticSource(AdditionTask(min_digits=15, max_digits=20), seed=0)
+    micro, start, stop = 50, 0, 800
+    count = (stop - start) // micro
+    blocks = [process_share(0, count, r, 2) for r in range(2)]
+    assert blocks == [(0, 8), (8, 16)]
+    shares = [micro_batches(source.examples(start + a * micro, start + b * micro), micro) for a, b in blocks]
+    prompts = [[row["prompt"] for batch in share for row in batch] for share in shares]
     assert not set(prompts[0]) & set(prompts[1])
-    assert prompts[0] == [row["prompt"] for row in take(full, 400)]  # rank 0 starts at shard 0
+    full = [row["prompt"] for row in source.examples(start, stop)]
+    assert prompts[0] + prompts[1] == full  # rank 0 starts at the global batch's first example
     # Deterministic per rank, too.
-    assert [row["prompt"] for row in take(split_dataset_by_node(full, rank=1, world_size=2), 400)] == prompts[1]
+    assert [row["prompt"] for row in source.examples(start + 8 * micro, stop)] == prompts[1]
 
 
 # --- evaluation sets -------------------------------------------------------------------------
@@ -88,7 +107,7 @@ def test_eval_set_is_seeded_cellwise_and_apart_from_training():
     assert list(both["prompt"][20:]) == list(alone["prompt"])  # a cell does not depend on the others
     assert list(eval_set("multiplication", [(9, 9)], 20, seed=6)["prompt"]) != list(alone["prompt"])
     # Same integer seed as a training stream, no shared problems (9x9 cells have ~10^16 of them).
-    train = {row["prompt"] for row in take(train_stream("multiplication", seed=5, num_shards=1), 5000)}
+    train = {row["prompt"] for row in take(ArithmeticSource("multiplication", seed=5), 5000)}
     assert not train & set(alone["prompt"])
     assert eval_set("addition", (4, 4), samples=3, seed=0)["len_a"] == [4, 4, 4]  # one cell as a pair
 
@@ -118,9 +137,9 @@ def test_collator_masks_prompt_and_padding(collate):
     assert all(t.dtype == torch.long for t in batch.values())
 
 
-def test_collator_on_stream_rows_against_the_tokenizer(collate):
+def test_collator_on_training_rows_against_the_tokenizer(collate):
     tok = build_arith_tokenizer()
-    rows = take(train_stream("sorting", seed=0), 64) + take(train_stream("addition", seed=0), 64)
+    rows = take(ArithmeticSource("sorting", seed=0), 64) + take(ArithmeticSource("addition", seed=0), 64)
     batch = collate(rows)
     for k, row in enumerate(rows):
         n_prompt, n_answer = len(row["prompt"]), len(row["answer"]) + 1
@@ -132,9 +151,7 @@ def test_collator_on_stream_rows_against_the_tokenizer(collate):
         assert batch["attention_mask"][k].sum() == n_prompt + n_answer
 
 
-def test_collator_pad_multiple_and_unknown_characters():
-    collate = ArithmeticCollator(build_arith_tokenizer(), pad_to_multiple_of=8)
-    assert collate([{"prompt": "1+1=", "answer": "2"}])["input_ids"].shape == (1, 8)
+def test_collator_unknown_characters(collate):
     with pytest.raises(ValueError, match="'\\?'"):
         collate([{"prompt": "1?1=", "answer": "2"}])
 

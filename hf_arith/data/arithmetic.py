@@ -1,14 +1,15 @@
-"""Arithmetic data: an infinite training stream, fixed evaluation sets, batching and collation.
+"""Arithmetic data: fixed evaluation sets, the dataset row of a problem, and collation.
 
 Rows are dicts `{prompt, answer, len_a, len_b}` in model format (digits reversed); for sorting
-`len_a` is the count of numbers and `len_b` the digits of the longest one. Training and
-evaluation draw from disjoint random streams: seeds are derived from ("train", ...) and
-("eval", ...) namespaces, so equal integer seeds never give the same problems.
+`len_a` is the count of numbers and `len_b` the digits of the longest one. Training rows come from
+`hf_arith.data.sources.ArithmeticSource` (seeded "train:{task}:{seed}:{i}"), evaluation sets from
+`eval_set` (seeded from ("eval", task, seed, cell)): the two namespaces never share a random
+stream, so equal integer seeds never give the same problems.
 
 Example:
-    >>> from itertools import islice
+    >>> from hf_arith.tasks import get_task
     >>> from hf_arith.tokenization import build_arith_tokenizer
-    >>> rows = list(islice(train_stream("addition", seed=0), 256))
+    >>> rows = [row_of(get_task("addition").format(123, 4567))]
     >>> batch = ArithmeticCollator(build_arith_tokenizer())(rows)
     >>> sorted(batch)
     ['attention_mask', 'input_ids', 'labels']
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import datasets
@@ -40,54 +41,15 @@ FEATURES = datasets.Features(
 IGNORE_INDEX = -100  # labels the loss skips (prompt and padding)
 
 
-def _row(example: Example) -> dict:
-    """The dataset row of an example."""
-    len_a, len_b = example.lengths
-    return {"prompt": example.prompt, "answer": example.answer, "len_a": len_a, "len_b": len_b}
-
-
-def _generate_shards(shards: list[int], task, seed: int) -> Iterator[dict]:
-    """Rows of the given shards; each shard is an infinite stream seeded from (seed, shard).
-
-    Module level (not a closure) so that `datasets` can pickle it into DataLoader workers.
-    `datasets` calls this once per shard, so in practice `shards` has one element and a process
-    reads the first shard it was given forever: shards are independent infinite streams, and
-    which shards a process owns is what keeps processes from overlapping.
-    """
-    for shard in shards:
-        rng = random.Random(derive_seed("train", task.name, seed, shard))
-        while True:
-            yield _row(task.sample(rng))
-
-
-def train_stream(
-    task, seed: int, num_shards: int = 64, task_args: dict | None = None, typed: bool = False
-) -> datasets.IterableDataset:
-    """An infinite, seeded `datasets.IterableDataset` of training rows.
-
-    `task` is a name or a task object (`task_args` build the named task, e.g. max_digits). The
-    shard ids are a list in `gen_kwargs`, so `datasets.distributed.split_dataset_by_node` and
-    DataLoader workers split whole shards between processes: no two processes see the same
-    stream (use a world size that divides `num_shards`; otherwise `datasets` falls back to
-    keeping every world_size-th row, which also never overlaps).
-
-    Rows are plain Python dicts. `typed=True` declares `FEATURES` on the dataset, which makes
-    `datasets` re-encode every row (about 3x slower iteration); the values are the same.
+def row_of(example: Example) -> dict:
+    """The dataset row `{prompt, answer, len_a, len_b}` of an example (training and evaluation).
 
     Example:
-        >>> next(iter(train_stream("addition", seed=0)))["prompt"].endswith("=")
-        True
-        >>> from datasets.distributed import split_dataset_by_node
-        >>> rank1 = split_dataset_by_node(train_stream("addition", 0), rank=1, world_size=2)
+        >>> row_of(Example("321+54=", "573", (3, 2)))
+        {'prompt': '321+54=', 'answer': '573', 'len_a': 3, 'len_b': 2}
     """
-    task = get_task(task, **(task_args or {}))
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    return datasets.IterableDataset.from_generator(
-        _generate_shards,
-        features=FEATURES if typed else None,
-        gen_kwargs={"shards": list(range(num_shards)), "task": task, "seed": int(seed)},
-    )
+    len_a, len_b = example.lengths
+    return {"prompt": example.prompt, "answer": example.answer, "len_a": len_a, "len_b": len_b}
 
 
 def _cells(lengths) -> list[tuple[int, int]]:
@@ -118,7 +80,7 @@ def eval_set(task, lengths: Iterable[Sequence[int]], samples: int, seed: int) ->
     for cell in _cells(lengths):
         rng = random.Random(derive_seed("eval", task.name, int(seed), cell))
         for _ in range(samples):
-            for name, value in _row(task.sample(rng, lengths=cell)).items():
+            for name, value in row_of(task.sample(rng, lengths=cell)).items():
                 columns[name].append(value)
     return datasets.Dataset.from_dict(columns, features=FEATURES)
 
@@ -182,12 +144,11 @@ class ArithmeticCollator:
         [[-100, -100, -100, -100, 6, 3]]
     """
 
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
+    def __init__(self, tokenizer):
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad and an EOS token")
         self.tokenizer = tokenizer
         self.pad_id, self.eos_id = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
-        self.pad_to_multiple_of = pad_to_multiple_of
         self._char_ids = self._character_table(tokenizer)
 
     @staticmethod
@@ -210,17 +171,13 @@ class ArithmeticCollator:
                 pass  # the tokenizer itself decides (ArithTokenizer raises ValueError naming it)
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def _width(self, longest: int) -> int:
-        multiple = self.pad_to_multiple_of
-        return longest if not multiple else -(-longest // multiple) * multiple
-
     def __call__(self, examples: Sequence) -> dict[str, torch.Tensor]:
         prompts = self._encode([_field(e, "prompt") for e in examples])
         # Prompt and answer are encoded apart, so the label mask never depends on how
         # characters map to tokens.
         answers = self._encode([_field(e, "answer") for e in examples])
         sequences = [p + a + [self.eos_id] for p, a in zip(prompts, answers)]
-        width = self._width(max(len(s) for s in sequences))
+        width = max(len(s) for s in sequences)
         input_ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
         positions = torch.arange(width)
         ends = torch.tensor([len(s) for s in sequences])[:, None]
@@ -235,6 +192,6 @@ __all__ = [
     "ArithmeticCollator",
     "eval_set",
     "load_eval_set",
+    "row_of",
     "save_eval_set",
-    "train_stream",
 ]

@@ -33,7 +33,7 @@ from hf_arith.errors import RecipeError
 from hf_arith.tasks import get_task
 from hf_arith.tokenization import build_arith_tokenizer
 
-from .arithmetic import ArithmeticCollator
+from .arithmetic import ArithmeticCollator, row_of
 from .instances import instance_source
 from .specs import DataSpec
 
@@ -83,9 +83,7 @@ class ArithmeticSource:
 
     def example(self, index: int) -> dict:
         """Example `index` as a row `{prompt, answer, len_a, len_b}`."""
-        sample = self.task.sample(random.Random(f"train:{self.name}:{self.seed}:{index}"))
-        len_a, len_b = sample.lengths
-        return {"prompt": sample.prompt, "answer": sample.answer, "len_a": len_a, "len_b": len_b}
+        return row_of(self.task.sample(random.Random(f"train:{self.name}:{self.seed}:{index}")))
 
     def examples(self, start: int, stop: int) -> list[dict]:
         """Examples `start..stop-1`.

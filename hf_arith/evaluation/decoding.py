@@ -62,13 +62,13 @@ def decode_answers(tokenizer, generated: torch.Tensor, eos_ids: set[int]) -> lis
 @torch.inference_mode()
 def greedy_generate(
     model, tokenizer, prompts: list[str], max_new_tokens: int, num_recurrences: int | None = None,
-    preallocate: bool = True,
 ) -> list[tuple[str, bool]]:
     """One left-padded batch of greedy decoding with the KV cache, stopping at EOS.
 
-    Returns `(text, terminated)` per prompt, text cut before the EOS. `preallocate` gives
-    `generate` a cache sized for prompt + `max_new_tokens` that writes in place
-    (`kv_cache.preallocated_cache`); the tokens are the same as with the default cache.
+    Returns `(text, terminated)` per prompt, text cut before the EOS. A model with layers gets a
+    cache sized for prompt + `max_new_tokens` that writes in place (`kv_cache.preallocated_cache`);
+    the tokens are the same as with the default cache (`benchmarks/decode_kv_cache.py` measures
+    both).
 
     Example:
         >>> from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
@@ -85,7 +85,7 @@ def greedy_generate(
     device = getattr(model, "device", torch.device("cpu"))
     eos_ids = eos_ids_of(model, tokenizer)
     kwargs = {} if num_recurrences is None else {"num_recurrences": int(num_recurrences)}
-    if preallocate and getattr(getattr(model, "config", None), "num_hidden_layers", None):
+    if getattr(getattr(model, "config", None), "num_hidden_layers", None):
         kwargs[CACHE_NAME] = preallocated_cache(model, input_ids.shape[1] + max_new_tokens, num_recurrences)
     output = model.generate(
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,

@@ -35,8 +35,8 @@ from .decoding import greedy_generate
 from .results import GridResult
 
 # Evaluation problems come from `hf_arith.data.arithmetic.eval_set`, which seeds every cell from
-# ("eval", task, seed, cell) while training streams use ("train", task, seed, shard): the two
-# never share a random stream, whatever integers the seeds are.
+# ("eval", task, seed, cell), while training example i comes from `ArithmeticSource`, seeded
+# "train:{task}:{seed}:{i}": the two never share a random stream, whatever integers the seeds are.
 DEFAULT_EVAL_SEED = 1234
 # How many wrong predictions the JSON keeps, for a first look at what the model gets wrong.
 MAX_FAILURES_KEPT = 50

@@ -120,10 +120,11 @@ def clean_prediction(text: str) -> str:
 
 def derive_seed(*parts) -> int:
     """A 64-bit seed from any printable parts, stable across processes and Python versions
-    (unlike `hash()`), so e.g. ("train", task, seed, shard) and ("eval", ...) never share a stream.
+    (unlike `hash()`), so that e.g. an evaluation cell's stream ("eval", task, seed, cell) is the
+    same everywhere and shares nothing with another cell's.
 
     Example:
-        >>> derive_seed("train", "addition", 0, 1) == derive_seed("train", "addition", 0, 1)
+        >>> derive_seed("eval", "addition", 0, (3, 3)) == derive_seed("eval", "addition", 0, (3, 3))
         True
     """
     digest = hashlib.sha256(repr(parts).encode()).digest()

@@ -52,6 +52,10 @@ class BatchWarmupSpec:
     `double_every_tokens` tokens (counted as examples × `data.sequence_length`) until it reaches
     `train.global_batch_size`.
 
+    OLMo (Groeneveld et al. 2024) uses it for its 65B run; the 1B and 7B configs that
+    `recipes/olmo/` follow (allenai/OLMo v0.2.4) train at a fixed batch, so no shipped recipe
+    sets it. The data position does not depend on the batch size (`optim.BatchSchedule`).
+
     Example:
         >>> BatchWarmupSpec(start=1024, double_every_tokens=50_000_000_000).start
         1024
@@ -88,8 +92,8 @@ class TrainSpec:
         batch_ramp: the paper's ramp: over the first `batch_ramp` fraction of `max_steps` the global
             batch grows linearly from `micro_batch_size` to `global_batch_size` (rounded down to a
             multiple of `micro_batch_size`). 0 = no ramp.
-        batch_warmup: OLMo's doubling warmup (`start`, `double_every_tokens`); exclusive with
-            `batch_ramp`.
+        batch_warmup: OLMo's doubling warmup (`start`, `double_every_tokens`; the paper's 65B run,
+            not its 1B/7B configs); exclusive with `batch_ramp`.
         lr: peak learning rate.
         betas, eps, weight_decay: AdamW. Weight decay applies only to `nn.Linear` weights.
         decay_embeddings: decay everything but biases and norms instead, embeddings, the Abacus
