@@ -25,6 +25,8 @@ import sys
 from hf_arith.atomic import NO_ROOM
 from hf_arith.errors import HfArithError
 from hf_arith.model_files import CHECKPOINT_FORMATS, HUB_FORMATS
+from hf_arith.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_LENGTHS, DEFAULT_SAMPLES
+from hf_arith.tasks import DEFAULT_TASK
 
 # ---------------------------------------------------------------------------------------------
 # What every (sub)command parser shares
@@ -205,11 +207,11 @@ def resume_command(args: argparse.Namespace, output_dir: str, num_processes: int
 
 def add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a saved model folder (e.g. runs/addition_cpu/final) or Hub id ORG/NAME")
-    parser.add_argument("--task", help="addition, multiplication or sorting (default: the model's recipe, else "
-                                       "addition)")
-    parser.add_argument("--lengths", default="1-40", help="operand lengths of the grid: 1-40, 1-40x1-20 or "
-                                                          "101-160:equal")
-    parser.add_argument("--samples", type=POSITIVE, default=100, help="problems per cell")
+    parser.add_argument("--task", help=f"addition, multiplication or sorting (default: the model's recipe, else "
+                                       f"{DEFAULT_TASK})")
+    parser.add_argument("--lengths", default=DEFAULT_LENGTHS,
+                        help="operand lengths of the grid: 1-40, 1-40x1-20 or 101-160:equal")
+    parser.add_argument("--samples", type=POSITIVE, default=DEFAULT_SAMPLES, help="problems per cell")
     parser.add_argument("--out", default="eval", help="folder for results.json and heatmap.png")
     parser.add_argument("--batch-size", type=POSITIVE, default=256, help="problems decoded together")
     parser.add_argument("--num-recurrences", type=POSITIVE,
@@ -217,7 +219,8 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abacus-offset", type=NON_NEGATIVE,
                         help="override the offset added to digit positions (default: the one calibrated in training)")
     parser.add_argument("--seed", type=NON_NEGATIVE,
-                        help="evaluation seed, disjoint from training streams (default: the fixed evaluation seed, 1234)")
+                        help=f"evaluation seed, disjoint from training streams (default: the fixed evaluation seed, "
+                             f"{DEFAULT_EVAL_SEED})")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     parser.add_argument("--train-max-digits", type=POSITIVE,
                         help="in-distribution bound (default: from the model's recipe)")
@@ -297,13 +300,13 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="{eval-set,prepare,inspect}",
                                 help="what to build; hf-arith data COMMAND --help for its options")
     eval_set = add_command(sub, "eval-set", "materialise an evaluation set (the problems `hf-arith eval` draws)")
-    eval_set.add_argument("--task", default="addition", help="addition, multiplication or sorting")
-    eval_set.add_argument("--lengths", default="1-40", help="operand lengths of the grid: 1-40, 1-40x1-20 or "
-                                                            "101-160:equal")
-    eval_set.add_argument("--samples", type=POSITIVE, default=100, help="problems per cell")
+    eval_set.add_argument("--task", default=DEFAULT_TASK, help="addition, multiplication or sorting")
+    eval_set.add_argument("--lengths", default=DEFAULT_LENGTHS,
+                          help="operand lengths of the grid: 1-40, 1-40x1-20 or 101-160:equal")
+    eval_set.add_argument("--samples", type=POSITIVE, default=DEFAULT_SAMPLES, help="problems per cell")
     eval_set.add_argument("--seed", type=NON_NEGATIVE,
-                          help="evaluation seed, disjoint from training streams (default: the fixed evaluation "
-                               "seed, 1234, as `hf-arith eval` draws)")
+                          help=f"evaluation seed, disjoint from training streams (default: the fixed evaluation "
+                               f"seed, {DEFAULT_EVAL_SEED}, as `hf-arith eval` draws)")
     eval_set.add_argument("--out", default="eval_set", help="a .jsonl or .parquet file, or a folder")
     eval_set.add_argument("--push-to-hub", metavar="USER/NAME",
                           help="also upload it as this Hub dataset (default: keep it local)")

@@ -110,7 +110,7 @@ def config_to_native(config):
         >>> config_to_native(ArithOlmoConfig(vocab_size=50280)).vocab_size  # the embedding rows
         50304
     """
-    if config.abacus:
+    if config.uses_abacus:
         raise HfArithError("this model adds Abacus embeddings to digit tokens, which transformers' native olmo "
                            "has no place for; keep it in the hf-arith format (`--to ours`) and load it with "
                            "trust_remote_code=True")
@@ -191,7 +191,7 @@ def config_to_original(config) -> dict:
         >>> config_to_original(ArithOlmoConfig())["mlp_hidden_size"]  # fused: up and gate
         16384
     """
-    if config.abacus:
+    if config.uses_abacus:
         raise HfArithError("this model adds Abacus embeddings to digit tokens, which allenai/OLMo's model has no "
                            "place for; keep it in the hf-arith format (`--to ours`)")
     model = {

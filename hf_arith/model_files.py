@@ -28,7 +28,6 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from hf_arith.dataclass_yaml import load_yaml
 from hf_arith.errors import HfArithError
 
 # What `from_pretrained` reads: a tokenizer needs one of these next to the weights.
@@ -147,22 +146,4 @@ def check_model_folder(path: str | os.PathLike) -> Path | str:
     return folder
 
 
-def read_saved_recipe(model_dir: str | os.PathLike) -> dict:
-    """The resolved recipe `hf-arith train` saves next to a model (`recipe.yaml`), as plain data;
-    `{}` when the folder has none (a model saved by other code, or a Hub id).
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> folder = pathlib.Path(tempfile.mkdtemp())
-        >>> read_saved_recipe(folder)
-        {}
-        >>> _ = (folder / "recipe.yaml").write_text("data: {task: addition, task_args: {max_digits: 10}}")
-        >>> read_saved_recipe(folder)["data"]["task_args"]
-        {'max_digits': 10}
-    """
-    path = Path(model_dir) / "recipe.yaml"
-    return (load_yaml(path.read_text()) or {}) if path.is_file() else {}
-
-
-__all__ = ["CHECKPOINT_FORMATS", "HUB_FORMATS", "check_model_folder", "check_safetensors", "looks_like_repo_id",
-           "read_saved_recipe"]
+__all__ = ["CHECKPOINT_FORMATS", "HUB_FORMATS", "check_model_folder", "check_safetensors", "looks_like_repo_id"]

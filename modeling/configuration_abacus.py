@@ -163,6 +163,12 @@ class AbacusConfig(PretrainedConfig):
         )
         self.validate_options()
 
+    @property
+    def uses_abacus(self) -> bool:
+        """Whether digits get Abacus positions (`embedding_positions="abacus"`): the one spelling of it
+        that both models' code and hf-arith read."""
+        return self.embedding_positions == "abacus"
+
     def validate_options(self):
         """Raises `ValueError` naming the field and its allowed values."""
         choices = {

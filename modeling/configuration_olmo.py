@@ -118,6 +118,12 @@ class ArithOlmoConfig(OlmoConfig):
         )
         self.validate_options()
 
+    @property
+    def uses_abacus(self) -> bool:
+        """Whether digits get Abacus positions (`abacus=True`): the one spelling of it that both
+        models' code and hf-arith read."""
+        return bool(self.abacus)
+
     def validate_options(self):
         """Raises `ValueError` naming the field and the fix."""
         if self.hidden_size % self.num_attention_heads or (self.hidden_size // self.num_attention_heads) % 2:

@@ -137,6 +137,24 @@ def packed_sequence_ids(position_ids, attention_mask, cache) -> torch.LongTensor
     return find_packed_sequence_indices(position_ids)
 
 
+def abacus_capacity(config) -> int | None:
+    """The longest number (in digits) the Abacus table of `config` (either model's) positions
+    outside training, or `None` when the model adds no Abacus positions (`config.uses_abacus`).
+
+    Digit position p uses row p + `abacus_eval_offset`, and rows run 0..`abacus_num_positions`-1;
+    `AbacusEmbedding` raises for a longer number. hf-arith asks this before it evaluates or
+    generates, so that a too-long problem is named before any decoding.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> abacus_capacity(SimpleNamespace(uses_abacus=True, abacus_num_positions=64, abacus_eval_offset=3))
+        60
+    """
+    if not config.uses_abacus:
+        return None
+    return int(config.abacus_num_positions) - 1 - int(config.abacus_eval_offset)
+
+
 class AbacusEmbedding(nn.Module):
     """A learned row per Abacus position; training shifts digit positions by a random offset k so
     that rows beyond the training lengths are trained too."""

@@ -84,7 +84,7 @@ class AbacusModel(AbacusPreTrainedModel):
     def __init__(self, config: AbacusConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.abacus = AbacusEmbedding(config) if config.embedding_positions == "abacus" else None
+        self.abacus = AbacusEmbedding(config) if config.uses_abacus else None
         self.embed_positions = (
             nn.Embedding(config.max_position_embeddings, config.hidden_size)
             if config.embedding_positions == "learned"

@@ -78,7 +78,7 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
     def __init__(self, config: ArithOlmoConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.embedding_size, config.hidden_size)
-        self.abacus = AbacusEmbedding(config) if config.abacus else None
+        self.abacus = AbacusEmbedding(config) if config.uses_abacus else None
         self.post_init()
 
     def forward(
@@ -93,7 +93,7 @@ class ArithOlmoModel(ArithOlmoPreTrainedModel, OlmoModel):
         **kwargs: Unpack[TransformersKwargs],
     ):
         r"""
-        abacus_positions (`torch.LongTensor` of shape `(batch, seq)`, *optional*): with `config.abacus`,
+        abacus_positions (`torch.LongTensor` of shape `(batch, seq)`, *optional*): with `config.uses_abacus`,
             the Abacus positions of `input_ids` before any offset; computed from `input_ids` when omitted,
             needed with `inputs_embeds`.
         cache / past_key_values (`Cache`, *optional*): the KV cache under either transformers name.
@@ -159,7 +159,7 @@ class ArithOlmoForCausalLM(CausalLMMixin, ArithOlmoPreTrainedModel, OlmoForCausa
         `OlmoForCausalLM.forward`, with logits of shape (batch, seq, `config.vocab_size`): the
         padding rows of the LM head take no part in the logits, the softmax or the loss.
 
-        abacus_positions (`torch.LongTensor`, *optional*): with `config.abacus`, the Abacus positions
+        abacus_positions (`torch.LongTensor`, *optional*): with `config.uses_abacus`, the Abacus positions
             of `input_ids` (before any offset); computed from `input_ids` when omitted.
         cache / past_key_values (`Cache`, *optional*): the KV cache under either transformers name.
         num_items_in_batch (`int`, *optional*, in kwargs): divide the summed loss by this many label

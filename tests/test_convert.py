@@ -295,7 +295,7 @@ def test_destination_must_be_new(native, tmp_path, capsys):
 def test_a_folder_with_the_old_fused_tensors_is_upgraded_by_convert_and_refused_by_publish(ours_folder, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from hf_arith.hub import load_model
+    from hf_arith.hub import load_with_installed_classes
 
     model, src = ours_folder
     old = tmp_path / "old"
@@ -313,7 +313,7 @@ def test_a_folder_with_the_old_fused_tensors_is_upgraded_by_convert_and_refused_
             fused[name] = tensor
     save_file(fused, old / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(HfArithError, match="convert"):
-        load_model(old)
+        load_with_installed_classes(old)
     upgraded = load_any(convert(old, tmp_path / "new", to="ours"), "ours")
     ids, mask = left_padded_batch(seed=6)
     ids = ids % 40

@@ -165,9 +165,9 @@ def test_publish_round_trip_through_a_hub_server(trained_run, hub, tmp_path):
     snippet = python_snippet(readme)
     assert 'trust_remote_code=True' in snippet and "[::-1]" in snippet and '"org/tiny-abacus"' in snippet
     a, b = (int(n) for n in re.search(r"a, b = (\d+), (\d+)", snippet).groups())
-    from hf_arith.evaluation.commands import load_model
+    from hf_arith.evaluation.commands import load_for_inference
 
-    model, tokenizer = load_model(trained_run / "final", device="cpu")
+    model, tokenizer = load_for_inference(trained_run / "final", device="cpu")
     prompts = ["21+3=", "9+99=", "45+67="]
     with torch.no_grad():
         expected_logits = model(**tokenizer(prompts, padding=True, return_tensors="pt")).logits
@@ -260,9 +260,9 @@ def test_native_olmo_publishes_without_remote_code(olmo_run, hub_here, tmp_path)
     assert "trust_remote_code" not in python_snippet(card.content)
 
     # transformers' own OlmoForCausalLM computes what our model computes.
-    from hf_arith.hub import load_model
+    from hf_arith.hub import load_with_installed_classes
 
-    ours = load_model(olmo_run / "final")
+    ours = load_with_installed_classes(olmo_run / "final")
     ids = torch.tensor([[5, 17, 60, 3, 99, 41, 8]])
     with torch.no_grad():
         expected = ours(ids).logits[..., :ours.config.vocab_size]
@@ -443,10 +443,11 @@ def test_the_card_allows_the_characters_generate_accepts():
     ({}, [20, 20]),
 ])
 def test_the_in_loop_entry_has_the_region_the_in_loop_grid_measured_with(data, region):
+    from hf_arith.evaluation.saved_recipe import SavedRecipe
     from hf_arith.hub.card import _in_loop_grid
 
     in_loop = {"arith_grid": {"overall": 0.5, "in_distribution": 1.0, "out_of_distribution": 0.0}, "step": 7}
-    entry = _in_loop_grid({"data": data}, in_loop)
+    entry = _in_loop_grid(SavedRecipe.from_contents({"data": data}), in_loop)
     # Sorting's axes are (count, digits): the card's bound reads "≤5x≤8".
     assert entry["train_max"] == region and entry["task"] == data.get("task", "addition")
 

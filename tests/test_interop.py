@@ -71,7 +71,7 @@ def test_pipeline_text_generation_gives_the_right_answer(trained):
     from transformers import pipeline
 
     from hf_arith.evaluation import answer
-    from hf_arith.evaluation.commands import load_model
+    from hf_arith.evaluation.commands import load_for_inference
 
     rng = random.Random(11)
     problems = [(rng.randrange(100), rng.randrange(100)) for _ in range(40)]
@@ -80,7 +80,7 @@ def test_pipeline_text_generation_gives_the_right_answer(trained):
     outputs = pipe(prompts, max_new_tokens=4, do_sample=False, return_full_text=False)
     texts = [out[0]["generated_text"] for out in outputs]
     assert sum(text[::-1] == str(a + b) for text, (a, b) in zip(texts, problems)) >= 0.95 * len(problems)
-    model, tokenizer = load_model(trained, device="cpu")  # our own greedy decoding agrees on every problem
+    model, tokenizer = load_for_inference(trained, device="cpu")  # our own greedy decoding agrees on every problem
     assert [text[::-1] for text in texts] == answer(model, tokenizer, [f"{a}+{b}" for a, b in problems])
 
 

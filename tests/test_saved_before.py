@@ -53,12 +53,12 @@ def test_a_folder_saved_with_scalar_fire_parameters_loads_with_its_own_code(tmp_
 
 def test_a_folder_saved_with_scalar_fire_parameters_loads_with_this_code():
     """What `publish` and `load_state_dict` do: this release's classes with the old weights."""
-    from hf_arith.hub.publish import load_model
+    from hf_arith.hub.publish import load_with_installed_classes
     from hf_arith.modeling import AbacusConfig, AbacusForCausalLM
     from safetensors.torch import load_file
 
     expected = torch.load(OLD_FOLDER / "expected_logits.pt")
-    model = load_model(OLD_FOLDER)
+    model = load_with_installed_classes(OLD_FOLDER)
     fire = model.model.layers[0].self_attn.fire
     assert fire.c.shape == (1,) and float(fire.c[0]) == pytest.approx(0.37)
     with torch.no_grad():

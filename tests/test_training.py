@@ -44,7 +44,7 @@ def python_sums(rng, count):
 @pytest.mark.slow
 def test_a_few_hundred_steps_learn_two_digit_addition(tmp_path):
     from hf_arith.evaluation import answer
-    from hf_arith.evaluation.commands import load_model
+    from hf_arith.evaluation.commands import load_for_inference
 
     recipe = tiny_recipe(tmp_path, max_steps=500, micro_batch_size=64, global_batch_size=64, schedule="wcc",
                          warmup=0.05, cooldown=0.2, log_every=20)
@@ -54,7 +54,7 @@ def test_a_few_hundred_steps_learn_two_digit_addition(tmp_path):
     final = train(recipe)
     losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
     assert losses[0] > 1.5 and losses[-1] < 0.1, losses  # cross-entropy per answer token
-    model, tokenizer = load_model(final, device="cpu")
+    model, tokenizer = load_for_inference(final, device="cpu")
     problems = python_sums(random.Random(99), 200)
     answers = answer(model, tokenizer, [f"{a}+{b}" for a, b, _ in problems])
     accuracy = sum(got == str(total) for got, (_, _, total) in zip(answers, problems)) / len(problems)
@@ -82,9 +82,9 @@ def test_final_folder_loads_without_hf_arith_and_gives_the_same_logits(tmp_path)
     auto_map = json.loads((final / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
 
-    from hf_arith.evaluation.commands import load_model
+    from hf_arith.evaluation.commands import load_for_inference
 
-    model, tokenizer = load_model(final, device="cpu")
+    model, tokenizer = load_for_inference(final, device="cpu")
     prompts = ["21+3=", "9+99="]
     with torch.no_grad():
         expected = model(**tokenizer(prompts, padding=True, return_tensors="pt")).logits
@@ -253,10 +253,10 @@ class OffsetOracle(torch.nn.Module):
 
     def __init__(self, good, wrong_share):
         super().__init__()
-        from types import SimpleNamespace
+        from hf_arith.modeling import AbacusConfig
 
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.config = SimpleNamespace(embedding_positions="abacus", abacus_eval_offset=0)
+        self.config = AbacusConfig(abacus_eval_offset=0)  # a model with an Abacus table, as the evaluator asks
         self.good, self.wrong_share = good, wrong_share
 
     def forward(self, input_ids, labels, attention_mask=None, num_items_in_batch=None):

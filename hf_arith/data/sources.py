@@ -30,7 +30,7 @@ import torch
 from transformers import AutoTokenizer
 
 from hf_arith.errors import RecipeError
-from hf_arith.tasks import get_task
+from hf_arith.tasks import DEFAULT_TASK, get_task
 from hf_arith.tokenization import build_arith_tokenizer
 
 from .arithmetic import ArithmeticCollator, row_of
@@ -73,7 +73,7 @@ class ArithmeticSource:
         10
     """
 
-    def __init__(self, task="addition", seed: int = 0, task_args: dict | None = None, tokenizer=None):
+    def __init__(self, task=DEFAULT_TASK, seed: int = 0, task_args: dict | None = None, tokenizer=None):
         self.task = get_task(task, **(task_args or {}))
         self.name = getattr(self.task, "name", str(task))
         self.seed = int(seed)

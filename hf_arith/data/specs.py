@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hf_arith.errors import RecipeError
+from hf_arith.tasks import DEFAULT_TASK
 
 
 @dataclass
@@ -189,7 +190,7 @@ class DataSpec:
     """
 
     kind: Literal["arithmetic", "text"] = "arithmetic"
-    task: str = "addition"
+    task: str = DEFAULT_TASK
     task_args: dict = field(default_factory=dict)
     path: str | None = None
     tokenizer: str | None = None

@@ -15,14 +15,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_arith.data.arithmetic import eval_set, load_eval_set, save_eval_set
 from hf_arith.errors import HfArithError
-from hf_arith.model_files import check_finite, check_model_folder, read_saved_recipe
-from hf_arith.tasks import get_task
+from hf_arith.model_files import check_finite, check_model_folder
+from hf_arith.tasks import DEFAULT_TASK, get_task
 from hf_arith.tasks.notation import task_of
 
+from .defaults import DEFAULT_EVAL_SEED, DEFAULT_LENGTHS, DEFAULT_SAMPLES
 from .generate import answer
-from .grid import DEFAULT_EVAL_SEED, abacus_offset_of, evaluate_grid
+from .grid import abacus_offset_of, evaluate_grid
 from .lengths import cells_of, parse_lengths
 from .results import GridResult
+from .saved_recipe import read_saved_recipe
 
 
 def resolve_device(device: str | None) -> str:
@@ -64,9 +66,11 @@ def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
-def load_model(model_dir: str | os.PathLike, device: str | None = None):
-    """`(model, tokenizer)` from a saved folder or Hub id, through the Auto classes (the same path
-    a user without hf-arith takes), in eval mode on `device`.
+def load_for_inference(model_dir: str | os.PathLike, device: str | None = None):
+    """`(model, tokenizer)` from a saved folder or Hub id, through the Auto classes and the
+    folder's own code (the same path a user without hf-arith takes), in eval mode on `device`.
+    (`hf_arith.hub.publish.load_with_installed_classes` loads through this installation's classes
+    instead, to publish them.)
 
     Example:
         >>> import tempfile
@@ -78,7 +82,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
         >>> folder = tempfile.mkdtemp()  # e.g. runs/addition_cpu/final
         >>> model.save_pretrained(folder)
         >>> _ = ArithTokenizer().save_pretrained(folder)
-        >>> model, tokenizer = load_model(folder, device="cpu")
+        >>> model, tokenizer = load_for_inference(folder, device="cpu")
         >>> type(model).__name__, model.training
         ('AbacusForCausalLM', False)
     """
@@ -99,7 +103,7 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
 def _check_problems_fit_the_task(model_dir, problems: list) -> None:
     """`HfArithError` for a problem of another task than the one the model was trained on (its
     saved recipe's `data.task`): an addition model asked `12*3` answered with a sum of digits."""
-    trained, _ = recipe_task(model_dir)
+    trained = read_saved_recipe(model_dir).task
     try:
         trained = get_task(trained).name if trained is not None else None  # aliases: "sort" is "sorting"
     except ValueError:
@@ -129,17 +133,11 @@ def check_arithmetic_tokenizer(tokenizer, model_dir) -> None:
                            f"model, use the perplexity and multiple_choice evaluators, or lm-eval)")
 
 
-def recipe_task(model_dir: str | os.PathLike) -> tuple[str | None, dict]:
-    """`(data.task, data.task_args)` from a model folder's `recipe.yaml`, or `(None, {})`."""
-    data = read_saved_recipe(model_dir).get("data") or {}
-    return data.get("task"), dict(data.get("task_args") or {})
-
-
 def run_eval(
     model_dir: str | os.PathLike,
     task: str | None = None,
-    lengths: str = "1-40",
-    samples: int = 100,
+    lengths: str = DEFAULT_LENGTHS,
+    samples: int = DEFAULT_SAMPLES,
     out_dir: str | os.PathLike = "eval",
     batch_size: int = 256,
     num_recurrences: int | None = None,
@@ -164,11 +162,10 @@ def run_eval(
     """
     # The recipe's task arguments are not passed on: they describe the training lengths, which
     # the grid deliberately exceeds; the prompt format is the same for every length.
-    trained_task, _ = recipe_task(model_dir)
-    task = task or trained_task or "addition"
+    task = task or read_saved_recipe(model_dir).task or DEFAULT_TASK
     grid = parse_lengths(lengths)  # a bad --lengths is named before the model loads
     dataset = None if eval_set_path is None else _load_eval_set(eval_set_path)
-    model, tokenizer = load_model(model_dir, device)
+    model, tokenizer = load_for_inference(model_dir, device)
     torch.manual_seed(seed)  # a model drawing in its forward pass (`initial_state_std`) grades the same each run
     if abacus_offset is not None:
         set_abacus_offset(model, abacus_offset)
@@ -229,7 +226,7 @@ def run_generate(
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
     _check_problems_fit_the_task(model_dir, problems)
-    model, tokenizer = load_model(model_dir, device)
+    model, tokenizer = load_for_inference(model_dir, device)
     torch.manual_seed(0)  # the same answers on every call, also from a model drawing noise in its forward pass
     answers = answer(model, tokenizer, problems, num_recurrences=num_recurrences)
     for text in answers:
@@ -238,9 +235,9 @@ def run_generate(
 
 
 def run_data_eval_set(
-    task: str = "addition",
-    lengths: str = "1-40",
-    samples: int = 100,
+    task: str = DEFAULT_TASK,
+    lengths: str = DEFAULT_LENGTHS,
+    samples: int = DEFAULT_SAMPLES,
     seed: int = DEFAULT_EVAL_SEED,
     out: str | os.PathLike = "eval_set",
     push_to_hub: str | None = None,
@@ -269,4 +266,4 @@ def run_data_eval_set(
     return dataset
 
 
-__all__ = ["load_model", "run_data_eval_set", "run_eval", "run_generate"]
+__all__ = ["load_for_inference", "run_data_eval_set", "run_eval", "run_generate"]

@@ -5,9 +5,9 @@ helpers (`to_model_format`, `from_model_answer`) so that users never reverse dig
 
 Example (with a trained model, e.g. from `make quickstart`)::
 
-    from hf_arith.evaluation.commands import load_model
+    from hf_arith.evaluation.commands import load_for_inference
 
-    model, tokenizer = load_model("runs/addition_cpu/final")
+    model, tokenizer = load_for_inference("runs/addition_cpu/final")
     answer(model, tokenizer, ["123+4567", "99+1"])  # a list of answers in normal notation: "4690", "100"
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from hf_arith.tasks import from_model_answer, task_for_prompt, to_model_format
 
 from .decoding import greedy_generate
-from .grid import abacus_capacity
+from .grid import abacus_capacity_of
 
 
 def answer(
@@ -49,7 +49,7 @@ def answer(
     ValueError: problem '11111111111111111111+1': its numbers (and answer) need up to 21 digit positions, ...
     """
     problems = [problems] if isinstance(problems, str) else list(problems)
-    capacity = abacus_capacity(model.config)
+    capacity = abacus_capacity_of(model.config)
     prompts, budgets = [], []
     for problem in problems:
         # `raise ... from None`: the message already says everything; a chained traceback from the

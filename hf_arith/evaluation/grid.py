@@ -22,62 +22,64 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from hf_arith.data.arithmetic import eval_set
-from hf_arith.model_files import read_saved_recipe
-from hf_arith.tasks import Example, known_task, resolve_task, task_name_of
+from hf_arith.modeling import CAUSAL_LMS
+from hf_arith.modeling.layers import abacus_capacity
+from hf_arith.tasks import DEFAULT_TASK, Example, resolve_task, task_name_of
 
 from .decoding import greedy_generate
+from .defaults import DEFAULT_EVAL_SEED
 from .results import GridResult
+from .saved_recipe import read_saved_recipe
 
 # Evaluation problems come from `hf_arith.data.arithmetic.eval_set`, which seeds every cell from
 # ("eval", task, seed, cell), while training example i comes from `ArithmeticSource`, seeded
 # "train:{task}:{seed}:{i}": the two never share a random stream, whatever integers the seeds are.
-DEFAULT_EVAL_SEED = 1234
 # How many wrong predictions the JSON keeps, for a first look at what the model gets wrong.
 MAX_FAILURES_KEPT = 50
 
 
-def _field(config, name: str, default=None):
-    """A field of a model config: a `PretrainedConfig` or its config.json read as a dict."""
-    return config.get(name, default) if isinstance(config, Mapping) else getattr(config, name, default)
-
-
-def uses_abacus(config) -> bool:
-    """Whether a model config (a `PretrainedConfig` or its config.json dict) adds Abacus
-    positions to digits: the Abacus model's `embedding_positions: abacus`, or OLMo's `abacus: true`.
+def installed_config(config):
+    """`config` as this installation's config class of its model type, or `None` for a model type
+    hf-arith does not define (transformers' own `olmo`, `llama`, ...). `config`: a model's config,
+    also one built by a folder's own (perhaps older) code through `trust_remote_code`, or its
+    config.json read as a dict (the model card's case). The installed class answers `uses_abacus`
+    for configs saved by every release.
 
     Example:
-        >>> from hf_arith.modeling import AbacusConfig, ArithOlmoConfig
-        >>> uses_abacus(ArithOlmoConfig(abacus=True, digit_token_ids=list(range(4, 14)))), uses_abacus(AbacusConfig())
-        (True, True)
-        >>> uses_abacus(ArithOlmoConfig()), uses_abacus({"model_type": "olmo"})
-        (False, False)
+        >>> installed_config({"model_type": "abacus", "abacus_num_positions": 64}).uses_abacus
+        True
+        >>> installed_config({"model_type": "olmo"}) is None
+        True
     """
-    return _field(config, "embedding_positions") == "abacus" or bool(_field(config, "abacus", False))
+    saved = config if isinstance(config, Mapping) else getattr(config, "to_dict", dict)()
+    cls = CAUSAL_LMS.get(saved.get("model_type"))
+    if cls is None:
+        return None
+    if isinstance(config, cls.config_class):
+        return config
+    return cls.config_class.from_dict(dict(saved))
 
 
-def abacus_capacity(config) -> int | None:
-    """The longest number (in digits) a model's Abacus table can position, or `None` when the
-    model has no Abacus embedding (or no config). `config`: a `PretrainedConfig`, or its
-    config.json read as a dict (the model card's case).
-
-    Row `position + eval_offset` must exist, and rows run 0..abacus_num_positions-1.
+def abacus_capacity_of(config) -> int | None:
+    """The longest number (in digits) a model's Abacus table positions at inference, or `None`
+    when the model has no Abacus embedding: `hf_arith.modeling.layers.abacus_capacity` of
+    `installed_config(config)`.
 
     Example:
         >>> from hf_arith.modeling import AbacusConfig
-        >>> abacus_capacity(AbacusConfig())  # 256 rows, offset 0
+        >>> abacus_capacity_of(AbacusConfig())  # 256 rows, offset 0
         255
-        >>> abacus_capacity({"embedding_positions": "abacus", "abacus_num_positions": 64, "abacus_eval_offset": 3})
+        >>> abacus_capacity_of({"model_type": "abacus", "abacus_num_positions": 64, "abacus_eval_offset": 3})
         60
     """
-    if config is None or not uses_abacus(config):
-        return None
-    return int(_field(config, "abacus_num_positions")) - 1 - int(_field(config, "abacus_eval_offset", 0))
+    config = installed_config(config)
+    return None if config is None else abacus_capacity(config)
 
 
 def training_region(task, task_args: dict | None = None) -> tuple[int, int]:
@@ -95,32 +97,11 @@ def training_region(task, task_args: dict | None = None) -> tuple[int, int]:
     return resolve_task(task, dict(task_args or {})).training_region()
 
 
-def recipe_task_args(model_dir: str | os.PathLike | None, task) -> dict | None:
-    """The `data.task_args` of a model folder's `recipe.yaml` when it trained `task` (a recipe
-    naming no task counts as any), else `None`.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> folder = pathlib.Path(tempfile.mkdtemp())
-        >>> _ = (folder / "recipe.yaml").write_text("data: {task: add, task_args: {max_digits: 10}}")
-        >>> recipe_task_args(folder, "addition"), recipe_task_args(folder, "sorting")
-        ({'max_digits': 10}, None)
-    """
-    recipe = read_saved_recipe(model_dir) if model_dir else {}
-    if not recipe:
-        return None
-    data = recipe.get("data") or {}
-    trained = data.get("task")
-    # Compared as tasks, so that an alias in the recipe ("mul") is the task it names.
-    if trained is not None and getattr(known_task(trained), "name", None) != resolve_task(task).name:
-        return None  # a model trained on another task has no training region for this one
-    return dict(data.get("task_args") or {})
-
-
 def default_train_max(model, task) -> tuple[int, int]:
     """The training region of the model folder's recipe when it trained `task`, else the task's
     default one (see `training_region`)."""
-    return training_region(task, recipe_task_args(getattr(model, "name_or_path", None), task))
+    saved = read_saved_recipe(getattr(model, "name_or_path", None))
+    return training_region(task, saved.task_args_for(task))
 
 
 def _ground_truth(task, prompt: str) -> str | None:
@@ -169,7 +150,7 @@ def check_abacus_capacity(model, task, cells: Iterable[tuple[int, int]]) -> None
         ...
         ValueError: addition cells up to 300x300 put numbers of up to 301 digits through the model, ...
     """
-    capacity = abacus_capacity(getattr(model, "config", None))
+    capacity = abacus_capacity_of(getattr(model, "config", None))
     if capacity is None:
         return
     task_obj = resolve_task(task)
@@ -189,7 +170,7 @@ def evaluate_dataset(
     model,
     tokenizer,
     dataset,
-    task="addition",
+    task=DEFAULT_TASK,
     *,
     batch_size: int = 256,
     num_recurrences: int | None = None,
@@ -265,7 +246,7 @@ def evaluate_dataset(
 def evaluate_grid(
     model,
     tokenizer,
-    task="addition",
+    task=DEFAULT_TASK,
     lengths_a: Iterable[int] | None = range(1, 41),
     lengths_b: Iterable[int] | None = None,
     samples: int = 100,
@@ -367,14 +348,14 @@ def abacus_offset_of(model) -> int | None:
         >>> abacus_offset_of(model)
         0
     """
-    config = getattr(model, "config", None)
-    if config is None or not uses_abacus(config):
+    config = installed_config(getattr(model, "config", None))
+    if config is None or not config.uses_abacus:
         return None
-    return int(getattr(config, "abacus_eval_offset", 0))
+    return int(config.abacus_eval_offset)
 
 
 def evaluate_equal_lengths(
-    model, tokenizer, task="addition", lengths: Iterable[int] = range(101, 161), **kwargs
+    model, tokenizer, task=DEFAULT_TASK, lengths: Iterable[int] = range(101, 161), **kwargs
 ) -> GridResult:
     """The paper's extreme-length check: only cells with len_a == len_b (101..160 by default).
 
@@ -392,8 +373,7 @@ def evaluate_equal_lengths(
 
 
 __all__ = [
-    "DEFAULT_EVAL_SEED",
-    "abacus_capacity",
+    "abacus_capacity_of",
     "abacus_offset_of",
     "build_cells",
     "check_abacus_capacity",
@@ -401,6 +381,6 @@ __all__ = [
     "evaluate_dataset",
     "evaluate_equal_lengths",
     "evaluate_grid",
+    "installed_config",
     "training_region",
-    "uses_abacus",
 ]

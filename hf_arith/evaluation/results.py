@@ -22,7 +22,8 @@ DEFAULT_TRAIN_MAX_DIGITS = 20
 
 
 def _fraction(correct: int, total: int) -> dict:
-    return {"accuracy": (correct / total) if total else None, "correct": int(correct), "total": int(total)}
+    # Python numbers, not numpy's: the model card's YAML (`EvalResult`) takes them as they are.
+    return {"accuracy": float(correct / total) if total else None, "correct": int(correct), "total": int(total)}
 
 
 @dataclass

@@ -19,9 +19,9 @@ Example (a run of `hf-arith train recipes/abacus/addition_cpu.yaml`)::
 """
 
 from .card import eval_results, render_card
-from .publish import Published, assemble, load_model, publish, push
+from .publish import Published, assemble, load_with_installed_classes, publish, push
 from .remote_code import check_remote_code
 from .run_files import RunFiles, find_run
 
-__all__ = ["Published", "RunFiles", "assemble", "check_remote_code", "eval_results", "find_run", "load_model",
-           "publish", "push", "render_card"]
+__all__ = ["Published", "RunFiles", "assemble", "check_remote_code", "eval_results", "find_run",
+           "load_with_installed_classes", "publish", "push", "render_card"]

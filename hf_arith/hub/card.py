@@ -12,9 +12,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from hf_arith.evaluation.grid import abacus_capacity, training_region
-from hf_arith.model_files import read_saved_recipe
-from hf_arith.tasks import get_task
+from hf_arith.evaluation.grid import abacus_capacity_of, training_region
+from hf_arith.evaluation.results import GridResult
+from hf_arith.evaluation.saved_recipe import InLoopGrid, SavedRecipe, read_saved_recipe
+from hf_arith.tasks import DEFAULT_TASK, get_task
 from hf_arith.training.metrics_log import read_metrics
 
 from .run_files import RunFiles, read_config
@@ -36,10 +37,10 @@ def _span(lengths: list[int]) -> str:
     return ",".join(parts)
 
 
-def grid_name(result: dict) -> str:
-    """The `--lengths` value a `results.json` was evaluated on: `"1-30"`, `"1-20x1-5"`, `"101-160:equal"`."""
-    a, b = _span(result["lengths_a"]), _span(result["lengths_b"])
-    if result["mode"] == "pairs":
+def grid_name(result: GridResult) -> str:
+    """The `--lengths` value a result was evaluated on: `"1-30"`, `"1-20x1-5"`, `"101-160:equal"`."""
+    a, b = _span(result.lengths_a), _span(result.lengths_b)
+    if result.mode == "pairs":
         return f"{a}:equal" if a == b else f"{a}x{b}"
     return a if a == b else f"{a}x{b}"
 
@@ -53,12 +54,12 @@ def grid_evaluations(eval_dirs: list[Path]) -> list[dict]:
     as `hf-arith eval` wrote it), and its heatmap if any."""
     evaluations = []
     for folder in eval_dirs:
-        result = json.loads((folder / "results.json").read_text())
+        result = GridResult.from_json(folder / "results.json")
         heatmap = folder / "heatmap.png"
         evaluations.append({
-            "name": folder.name, "task": result["task"], "grid": grid_name(result), "mode": result["mode"],
-            "samples": result["samples_per_cell"], "seed": result["seed"], "train_max": result["train_max"],
-            "num_recurrences": result.get("num_recurrences"), "summary": result["summary"], "folder": folder,
+            "name": folder.name, "task": result.task, "grid": grid_name(result), "mode": result.mode,
+            "samples": result.samples, "seed": result.seed, "train_max": list(result.train_max),
+            "num_recurrences": result.num_recurrences, "summary": result.summary(), "folder": folder,
             "heatmap": heatmap if heatmap.is_file() else None,
         })
     return evaluations
@@ -129,38 +130,35 @@ def _example(task: str, task_args: dict) -> dict:
     return get_task(task, **task_args).card_example()
 
 
-def training_summary(recipe: dict, metrics_path: Path | None) -> dict:
+def training_summary(recipe: SavedRecipe, metrics_path: Path | None) -> dict:
     """The numbers the card's training section shows, from the recipe and `metrics.jsonl`."""
     losses = [r for r in read_metrics(metrics_path) if "loss" in r] if metrics_path else []
     last = losses[-1] if losses else {}
-    train = recipe.get("train") or {}
     return {
-        "steps": last.get("step"), "max_steps": train.get("max_steps"), "loss": last.get("loss"),
+        "steps": last.get("step"), "max_steps": recipe.train.get("max_steps"), "loss": last.get("loss"),
         "first_loss": losses[0]["loss"] if losses else None, "examples": last.get("examples"),
         "minutes": round(last["elapsed_s"] / 60, 1) if last.get("elapsed_s") is not None else None,
-        "train": train, "seed": recipe.get("seed"),
+        "train": recipe.train, "seed": recipe.seed,
     }
 
 
-def card_data(model_type: str, remote_code: bool, recipe: dict, results: list, name: str, license: str,
+def card_data(model_type: str, remote_code: bool, recipe: SavedRecipe, results: list, name: str, license: str,
               datasets: list[str]):
     """`huggingface_hub.ModelCardData` for the card's YAML header.
 
     Example:
-        >>> card_data("abacus", True, {}, [], "abacus-addition", "apache-2.0", []).library_name
+        >>> card_data("abacus", True, SavedRecipe(), [], "abacus-addition", "apache-2.0", []).library_name
         'transformers'
     """
-    data = recipe.get("data") or {}
     tags = ["hf-arith"] + (["abacus-embeddings", "looped-transformer"] if model_type == "abacus" else ["olmo"])
-    if data.get("kind", "arithmetic") == "arithmetic":
-        tags += ["arithmetic", data.get("task", "addition")]
+    if recipe.kind == "arithmetic":
+        tags += ["arithmetic", recipe.task or DEFAULT_TASK]
     if remote_code:
         tags.append("custom_code")
-    hub_sources = [s["hub"] for s in ((data.get("prepare") or {}).get("sources") or []) if s.get("hub")]
     return ModelCardData(
         license=license, library_name="transformers", pipeline_tag="text-generation", tags=tags,
-        datasets=list(dict.fromkeys(list(datasets) + hub_sources)) or None,
-        language=["en"] if data.get("kind") == "text" else None,
+        datasets=list(dict.fromkeys(list(datasets) + list(recipe.hub_datasets))) or None,
+        language=["en"] if recipe.kind == "text" else None,
         metrics=sorted({r.metric_type for r in results}) or None,
         model_name=name, eval_results=results or None,
     )
@@ -194,21 +192,21 @@ def render_card(run: RunFiles, published: dict, repo_id: str, license: str = "ap
     if not evaluations and in_loop["arith_grid"]:  # no `hf-arith eval` folder: the in-loop grid numbers
         evaluations = [_in_loop_grid(recipe, in_loop)]
     results = eval_results(evaluations, in_loop)
-    name, data = repo_id.split("/")[-1], recipe.get("data") or {}
-    if recipe:
-        task = data.get("task", "addition") if data.get("kind", "arithmetic") == "arithmetic" else None
+    name = repo_id.split("/")[-1]
+    if recipe.found:
+        task = recipe.arithmetic_task
     else:  # a model saved without its recipe: the Abacus model's first use
-        task = "addition" if config["model_type"] == "abacus" else None
-    task_args, remote_code = data.get("task_args") or {}, "auto_map" in published
+        task = DEFAULT_TASK if config["model_type"] == "abacus" else None
+    task_args, remote_code = recipe.task_args, "auto_map" in published
     return ModelCard.from_template(
         card_data(config["model_type"], remote_code, recipe, results, name, license, list(datasets)),
         template_path=str(TEMPLATES / CARD_TEMPLATES[config["model_type"]]),
-        repo_id=repo_id, name=name, config=config, recipe=recipe, remote_code=remote_code,
+        repo_id=repo_id, name=name, config=config, recipe=recipe.contents, remote_code=remote_code,
         native=published["model_type"] == "olmo", task=task, task_args=task_args,
         example=_example(task, task_args) if task else None, eos_token=_eos_text(run.model_dir),
         evaluations=evaluations, in_loop=in_loop, training=training_summary(recipe, run.metrics),
         parameters=_parameter_count(run.model_dir), files=files or {},
-        capacity=abacus_capacity(config),
+        capacity=abacus_capacity_of(config),
     )
 
 
@@ -219,17 +217,15 @@ def _eos_text(model_dir: Path) -> str | None:
     return eos.get("content") if isinstance(eos, dict) else eos
 
 
-def _in_loop_grid(recipe: dict, in_loop: dict) -> dict:
+def _in_loop_grid(recipe: SavedRecipe, in_loop: dict) -> dict:
     """An evaluation entry for the in-loop `arith_grid` numbers (only the summary is logged)."""
-    spec = next((e for e in (recipe.get("eval") or {}).get("evaluators") or [] if e.get("name") == "arith_grid"), {})
-    data = recipe.get("data") or {}
-    args, task = spec.get("args") or {}, data.get("task", "addition")
+    grid, task = recipe.in_loop_grid or InLoopGrid(), recipe.task or DEFAULT_TASK
     summary = {part: {"accuracy": in_loop["arith_grid"].get(part)} for part, _ in PARTS}
     # The region the in-loop evaluator itself measured with (`evaluators.arith_grid`).
-    train_max = list(training_region(task, data.get("task_args")))
+    train_max = list(training_region(task, recipe.task_args))
     return {"name": "in-loop", "task": task,
-            "grid": args.get("lengths", "1-20"), "mode": "grid", "samples": args.get("samples", 10),
-            "seed": args.get("seed", 1234), "train_max": train_max, "num_recurrences": None,
+            "grid": grid.lengths, "mode": "grid", "samples": grid.samples,
+            "seed": grid.seed, "train_max": train_max, "num_recurrences": None,
             "summary": summary, "folder": None, "heatmap": None, "step": in_loop["step"]}
 
 

@@ -30,13 +30,15 @@ from .remote_code import check_remote_code
 from .run_files import RunFiles, find_run, read_config
 
 
-def load_model(model_dir: Path):
-    """The model of `model_dir` through our own classes (so that `save_pretrained` copies the code
-    of this installation), or transformers' for a native model type.
+def load_with_installed_classes(model_dir: Path):
+    """The model of `model_dir` through this installation's classes, not the folder's own code (so
+    that `save_pretrained` copies the code of this installation), or transformers' for a native
+    model type. (`hf_arith.evaluation.commands.load_for_inference` loads through the folder's code,
+    as a user would.)
 
     Example (a trained run's model folder)::
 
-        model = load_model(Path("runs/addition_cpu/final"))  # an AbacusForCausalLM, in eval mode
+        model = load_with_installed_classes(Path("runs/addition_cpu/final"))  # an AbacusForCausalLM, in eval mode
     """
     model_type = read_config(model_dir).get("model_type")
     if model_type not in CARD_TEMPLATES:
@@ -104,7 +106,7 @@ def load_tokenizer(model_dir: Path):
     if auto is None:
         # AutoTokenizer reads the model's config too; through AutoConfig, an hf-arith model type is
         # custom code, and transformers would stop to ask "Do you wish to run the custom code? [y/N]".
-        # Our own config class instead: no prompt, and no code of the folder runs (as in load_model).
+        # Our own config class instead: no prompt, and no code of the folder runs (as in load_with_installed_classes).
         model_type = read_config(model_dir).get("model_type")
         config = CAUSAL_LMS[model_type].config_class.from_pretrained(model_dir) if model_type in CAUSAL_LMS else None
         return AutoTokenizer.from_pretrained(model_dir, config=config)
@@ -127,7 +129,7 @@ def save_model(model_dir: Path, out: Path, fmt: str, max_shard_size: str) -> dic
     if fmt == "native" and model_type != "arith_olmo":
         raise HfArithError(f"--format native is for OLMo models; this is a {model_type!r} model, whose code only "
                            f"exists in hf-arith: publish it with --format ours")
-    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    model, tokenizer = load_with_installed_classes(model_dir), load_tokenizer(model_dir)
     if fmt == "native":
         if isinstance(tokenizer, ArithTokenizer):
             raise HfArithError("--format native publishes no code, but this model's tokenizer is hf-arith's "
@@ -271,4 +273,5 @@ def publish(source: str | os.PathLike, repo_id: str, *, private: bool = False, r
         return Published(None, push(folder, repo_id, private, revision, token))
 
 
-__all__ = ["Published", "assemble", "load_model", "load_tokenizer", "publish", "push", "save_model"]
+__all__ = ["Published", "assemble", "load_tokenizer", "load_with_installed_classes", "publish", "push",
+           "save_model"]

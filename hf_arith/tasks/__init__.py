@@ -20,6 +20,9 @@ from .notation import from_model_answer, to_model_format
 from .sorting import LABELS, SortingTask
 
 TASKS = {"addition": AdditionTask, "multiplication": MultiplicationTask, "sorting": SortingTask}
+# The task meant where none is named (a recipe's `data.task`, `hf-arith eval` of a model saved
+# without its recipe, the model card): the paper's first one.
+DEFAULT_TASK = "addition"
 # Short names people type on the command line.
 _ALIASES = {"add": "addition", "mul": "multiplication", "multiply": "multiplication", "sort": "sorting"}
 
@@ -102,6 +105,7 @@ def known_task(task):
 
 
 __all__ = [
+    "DEFAULT_TASK",
     "LABELS",
     "TASKS",
     "AdditionTask",

@@ -33,6 +33,7 @@ import torch
 from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
 from hf_arith.data.instances import heldout_instances
 from hf_arith.errors import RecipeError
+from hf_arith.evaluation.defaults import DEFAULT_EVAL_SEED, IN_LOOP_GRID_LENGTHS, IN_LOOP_GRID_SAMPLES
 from hf_arith.evaluation.grid import abacus_offset_of, evaluate_grid, training_region
 from hf_arith.evaluation.lengths import cells_of, parse_lengths
 from hf_arith.evaluation.multiple_choice import evaluate_multiple_choice, load_task, task_name
@@ -85,8 +86,8 @@ def build_evaluators(recipe, tokenizer) -> list[tuple[str, Evaluator]]:
 
 
 @register_evaluator("arith_grid")
-def arith_grid(recipe, tokenizer, lengths: str = "1-20", samples: int = 10, batch_size: int = 256,
-               num_recurrences: int | None = None, seed: int = 1234):
+def arith_grid(recipe, tokenizer, lengths: str = IN_LOOP_GRID_LENGTHS, samples: int = IN_LOOP_GRID_SAMPLES,
+               batch_size: int = 256, num_recurrences: int | None = None, seed: int = DEFAULT_EVAL_SEED):
     """Exact-match accuracy of greedy decoding over a length grid (`hf_arith.evaluation`), summarised
     as `accuracy/in_distribution`, `accuracy/out_of_distribution` and `accuracy/overall`.
 
@@ -169,7 +170,7 @@ def _collator(tokenizer):
 
 @register_evaluator("arith_loss")
 def arith_loss(recipe, tokenizer, lengths: str | None = None, samples: int = 256, batch_size: int = 256,
-               seed: int = 1234):
+               seed: int = DEFAULT_EVAL_SEED):
     """Mean cross-entropy per answer token and exact match (`teacher_forced_scores`) on a fixed
     held-out set: `samples` problems drawn like the training data (or `samples` per cell of
     `lengths`, e.g. "1-20"), from the evaluation seed namespace, so they never come from the
