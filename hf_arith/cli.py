@@ -339,11 +339,11 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def run_data_prepare(args: argparse.Namespace) -> int:
-    from hf_arith.data.text import prepare
+    from hf_arith.data.text import prepare_corpus
     from hf_arith.training import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    manifest = prepare(recipe.data)
+    manifest = prepare_corpus(recipe.data)
     train = manifest["train"]
     print(f"wrote {recipe.data.path}: {train['instances']} instances of {manifest['sequence_length']} tokens "
           f"({manifest['dtype']}, {train['documents']} documents, {train['dropped_tokens']} tokens dropped)")

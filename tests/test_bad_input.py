@@ -196,14 +196,14 @@ def test_a_token_file_of_another_dtype_is_refused(tmp_path, capsys):
     import numpy as np
     from test_text_data import make_tokenizer, text_recipe, write_corpus
 
-    from hf_arith.data.text import prepare
+    from hf_arith.data.text import prepare_corpus
     from hf_arith.training import recipe_from_dict
 
     tokenizer = make_tokenizer(tmp_path / "tok")
     write_corpus(tmp_path / "corpus", count=20)
     raw = text_recipe(tmp_path / "data", tmp_path / "tok",
                       [{"name": "c", "paths": [str(tmp_path / "corpus" / "docs.jsonl")]}])
-    manifest = prepare(recipe_from_dict(raw).data)
+    manifest = prepare_corpus(recipe_from_dict(raw).data)
     assert manifest["dtype"] == "uint16" and len(tokenizer) == 400
     tokens = tmp_path / "data" / "train.bin"
     np.fromfile(tokens, np.uint16).astype(np.uint32).tofile(tokens)

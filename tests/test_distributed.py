@@ -364,7 +364,7 @@ def test_two_processes_train_like_one_resume_and_save_a_loadable_model(config, r
 def test_olmo_with_tied_embeddings_trains_sharded_like_one_process(tmp_path):
     from test_text_data import make_tokenizer, text_recipe, write_corpus
 
-    from hf_arith.data.text import prepare
+    from hf_arith.data.text import prepare_corpus
 
     make_tokenizer(tmp_path / "tok")
     write_corpus(tmp_path / "corpus", count=4)
@@ -374,7 +374,7 @@ def test_olmo_with_tied_embeddings_trains_sharded_like_one_process(tmp_path):
                                                "intermediate_size": 64, "max_position_embeddings": 16,
                                                "tie_word_embeddings": True}}
     raw["train"].update(max_steps=3, micro_batch_size=2, global_batch_size=8, grad_clip=0.5, z_loss=1e-4)
-    prepare(recipe_from_dict(raw).data)
+    prepare_corpus(recipe_from_dict(raw).data)
     one = dict(raw, output_dir=str(tmp_path / "one"))
     train(recipe_from_dict(one))
 

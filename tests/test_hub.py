@@ -216,7 +216,7 @@ def olmo_run(tmp_path_factory):
     """A few steps of OLMo on prepared text, with in-loop perplexity and multiple choice."""
     from test_text_data import make_tokenizer, text_recipe, write_corpus
 
-    from hf_arith.data.text import prepare
+    from hf_arith.data.text import prepare_corpus
 
     root = tmp_path_factory.mktemp("olmo_publish")
     make_tokenizer(root / "tok")
@@ -231,7 +231,7 @@ def olmo_run(tmp_path_factory):
     raw["eval"] = {"evaluators": [{"name": "perplexity"},
                                   {"name": "multiple_choice", "args": {"tasks": ["builtin:python_docs"]}}]}
     recipe = recipe_from_dict(raw)
-    prepare(recipe.data)
+    prepare_corpus(recipe.data)
     train(recipe)
     return root / "run"
 

@@ -17,7 +17,7 @@ import torch
 from test_text_data import english, make_tokenizer, text_recipe, write_corpus
 from torch import nn
 
-from hf_arith.data.text import prepare
+from hf_arith.data.text import prepare_corpus
 from hf_arith.errors import HfArithError, RecipeError
 from hf_arith.evaluation.multiple_choice import choice_loglikelihoods, evaluate_multiple_choice, load_task, score
 from hf_arith.evaluation.perplexity import evaluate_perplexity
@@ -89,7 +89,7 @@ def test_perplexity_evaluator_reports_every_heldout_set(tmp_path, tokenizer, big
                       heldout=[{"name": "extra", "paths": [str(tmp_path / "held.jsonl")]}])
     raw["eval"] = {"evaluators": [{"name": "perplexity", "args": {"batch_size": 3}}]}
     recipe = recipe_from_dict(raw)
-    manifest = prepare(recipe.data)
+    manifest = prepare_corpus(recipe.data)
     assert manifest["heldout"]["extra"]["decontamination"]["dropped"] == 1
     [(name, evaluate)] = build_evaluators(recipe, tokenizer)
     metrics = evaluate(bigram, step=0)

@@ -21,7 +21,7 @@ from test_text_data import make_tokenizer, text_recipe, write_corpus
 
 from hf_arith.cli import main
 from hf_arith.data.instances import read_manifest
-from hf_arith.data.text import prepare
+from hf_arith.data.text import prepare_corpus
 from hf_arith.errors import HfArithError
 from hf_arith.training import load_recipe, recipe_from_dict, train
 from hf_arith.training.metrics_log import read_metrics
@@ -39,7 +39,7 @@ def data(tmp_path_factory):
     write_corpus(root / "corpus", count=4)
     raw = text_recipe(root / "data", root / "tok", [{"name": "c", "paths": [str(root / "corpus" / "docs.jsonl")]}],
                       sequence_length=L)
-    prepare(recipe_from_dict(raw).data)
+    prepare_corpus(recipe_from_dict(raw).data)
     instances = read_manifest(root / "data")["train"]["instances"]
     assert 10 < instances < 3 * B, instances  # small enough for a run to cross an epoch
     return root, raw, instances, tokenizer
@@ -196,7 +196,7 @@ def test_tiny_cpu_recipe_runs_as_shipped(tmp_path, monkeypatch):
                  "train.report_to=[]",
                  "eval.evaluators=[{name: perplexity, args: {max_instances: 8}}, {name: multiple_choice}]"]
     recipe = load_recipe(REPO / "recipes/olmo/tiny_cpu.yaml", overrides)
-    manifest = prepare(recipe.data)
+    manifest = prepare_corpus(recipe.data)
     assert set(manifest["heldout"]) == {"pydoc", "docstrings"} and manifest["dtype"] == "uint16"
     assert "pydoc_data.topics of" in manifest["sources"]["pydoc"]["corpus"]
     final = train(recipe)

@@ -59,16 +59,10 @@ def constants(node: ast.AST) -> list[str]:
 
 # Names defined in two modules today, each with the reason it is allowed: the exact files, so that a
 # third definition, or the same name anywhere else, still fails.
-SHARED_FUNCTION_NAMES = {
-    # Not in issue 23: `data.text.prepare` runs a recipe's data pipeline, `training.distributed.prepare`
-    # hands model and optimizer to Accelerate.
-    "prepare": {"hf_arith/data/text.py", "hf_arith/training/distributed.py"},
-}
+SHARED_FUNCTION_NAMES: dict[str, set[str]] = {}
 SHARED_CONSTANTS = {
     # Not in issue 23: the loss's ignored label (transformers' -100), in the collator and the trainer.
     "IGNORE_INDEX": {"hf_arith/data/arithmetic.py", "hf_arith/training/trainer.py"},
-    # Not in issue 23: the built-in corpus's parts and the card's grid regions, two different things.
-    "PARTS": {"hf_arith/data/corpus.py", "hf_arith/hub/card.py"},
 }
 
 

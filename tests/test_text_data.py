@@ -20,7 +20,7 @@ from hf_arith.cli import main
 from hf_arith.data import stages
 from hf_arith.data.corpus import builtin_documents, describe
 from hf_arith.data.instances import GlobalOrder, heldout_instances, instance_source, read_manifest, tokenizer_fingerprint
-from hf_arith.data.text import iter_texts, pack, prepare, read_documents, token_dtype
+from hf_arith.data.text import iter_texts, pack, prepare_corpus, read_documents, token_dtype
 from hf_arith.errors import HfArithError, RecipeError
 from hf_arith.tokenization import train_bpe_tokenizer
 from hf_arith.training.recipe import (
@@ -91,7 +91,7 @@ def prepared(tmp_path_factory, tokenizer):
     texts = write_corpus(root / "corpus")
     recipe = recipe_from_dict(text_recipe(root / "data", tokenizer.name_or_path,
                                           [{"name": "web", "paths": [str(root / "corpus" / "docs.jsonl")]}]))
-    prepare(recipe.data)
+    prepare_corpus(recipe.data)
     return recipe, texts
 
 
@@ -299,7 +299,7 @@ def test_every_stage_reports_counts_and_heldout_sets_are_decontaminated(tmp_path
     ], heldout=[{"name": "eval", "paths": [str(tmp_path / "h" / "eval.jsonl")], "text_field": "content"}],
         language={}, quality={"min_words": 10}, pii={}, num_proc=2)
     raw["data"]["prepare"]["dedup"] = True
-    manifest = prepare(recipe_from_dict(raw).data)
+    manifest = prepare_corpus(recipe_from_dict(raw).data)
     a, b = manifest["sources"]["a"], manifest["sources"]["b"]
     assert a["documents"] == 30 and a["language"]["kept"] == 30 and a["quality"]["kept"] == 30
     assert b["documents"] == 4 and b["language"] == {"kept": 3, "dropped": 1}
@@ -323,7 +323,7 @@ def test_one_and_two_processes_prepare_the_same_bytes(tmp_path, tokenizer):
         raw = text_recipe(tmp_path / f"data{num_proc}", tokenizer.name_or_path,
                           [{"name": "c", "paths": [str(tmp_path / "c" / "*")], "heldout_fraction": 0.3}],
                           quality={"min_words": 10}, pii={}, num_proc=num_proc)
-        manifest = prepare(recipe_from_dict(raw).data)
+        manifest = prepare_corpus(recipe_from_dict(raw).data)
         outputs.append(((tmp_path / f"data{num_proc}" / "train.bin").read_bytes(),
                         (tmp_path / f"data{num_proc}" / "heldout" / "c.bin").read_bytes(),
                         manifest["sources"], manifest["heldout"]["c"]["decontamination"]))
@@ -353,7 +353,7 @@ def test_a_vocabulary_past_uint16_is_stored_as_uint32(tmp_path):
     (tmp_path / "c" / "d.txt").write_text("w69999 w3 w65536 w65535 w2 w66000 w7")
     sources = [{"name": "c", "paths": [str(tmp_path / "c" / "d.txt")]}]
     recipe = recipe_from_dict(text_recipe(tmp_path / "data", tmp_path / "words", sources, sequence_length=4))
-    manifest = prepare(recipe.data)
+    manifest = prepare_corpus(recipe.data)
     assert manifest["dtype"] == "uint32"
     data = np.fromfile(tmp_path / "data" / "train.bin", dtype=np.uint32)
     assert data.tolist() == [69999, 3, 65536, 65535, 2, 66000, 7, 0]  # 7 words + EOS = 2 whole instances

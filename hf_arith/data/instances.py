@@ -1,7 +1,7 @@
 """A prepared text dataset on disk, read back for training: the manifest, the token files, and
 a run's global order over the instances.
 
-`hf_arith.data.text.prepare` writes the folder (format `hf-arith-text/1`): `manifest.json`,
+`hf_arith.data.text.prepare_corpus` writes the folder (format `hf-arith-text/1`): `manifest.json`,
 `train.bin` and `heldout/<name>.bin` (flat token ids, `uint16` or `uint32`, `sequence_length` per
 instance) and `tokenizer/`. Training reads it through `instance_source`: example i of a run is
 instance `order[i]`, where `order` (`GlobalOrder`) concatenates the permutations
@@ -334,14 +334,14 @@ def instance_source(path: str | os.PathLike, seed: int, sequence_length: int | N
     Example:
         >>> import tempfile
         >>> from hf_arith.data.specs import DataSpec, PrepareSpec, TextSourceSpec
-        >>> from hf_arith.data.text import prepare
+        >>> from hf_arith.data.text import prepare_corpus
         >>> from hf_arith.tokenization import build_arith_tokenizer
         >>> folder = Path(tempfile.mkdtemp())
         >>> for i in range(20):  # documents the arithmetic tokenizer can read
         ...     _ = (folder / f"{i}.txt").write_text("+".join(str(i * j) for j in range(30)))
         >>> spec = PrepareSpec([TextSourceSpec("sums", paths=[f"{folder}/*.txt"])])
         >>> data = DataSpec(kind="text", path=str(folder / "prepared"), sequence_length=16, prepare=spec)
-        >>> manifest = prepare(data, tokenizer=build_arith_tokenizer())
+        >>> manifest = prepare_corpus(data, tokenizer=build_arith_tokenizer())
         >>> source = instance_source(data.path, seed=0, sequence_length=16, tokenizer=build_arith_tokenizer())
         >>> source.collate(source.examples(0, 2))["input_ids"].shape
         torch.Size([2, 16])

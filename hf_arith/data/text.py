@@ -1,6 +1,6 @@
 """OLMo's text data: documents -> cleaned, mixed, tokenized, packed instances -> a run's global order.
 
-`prepare(data)` runs a recipe's `data.prepare` (see `PrepareSpec`) with `datasets`:
+`prepare_corpus(data)` runs a recipe's `data.prepare` (see `PrepareSpec`) with `datasets`:
 
 1. read each source (local `.txt`/`.md`, `.jsonl`/`.json`(`.gz`), `.parquet` files, the built-in
    corpus, or a Hub dataset);
@@ -28,7 +28,7 @@ Example (from the repository root, after `hf-arith tokenizer train builtin --voc
     from hf_arith.data.instances import GlobalOrder, instance_source
     from hf_arith.training import load_recipe
 
-    manifest = prepare(load_recipe("recipes/olmo/tiny_cpu.yaml").data)  # writes data/olmo/tiny_cpu
+    manifest = prepare_corpus(load_recipe("recipes/olmo/tiny_cpu.yaml").data)  # writes data/olmo/tiny_cpu
     manifest["train"]["instances"], manifest["dtype"]  # (number of 128-token instances, 'uint16')
     source = instance_source("data/olmo/tiny_cpu", seed=0)
     source.examples(0, 1)[0]["index"] == GlobalOrder(manifest["train"]["instances"], seed=0)[0]  # True
@@ -241,7 +241,7 @@ def pack(tokenized, path: str | os.PathLike, sequence_length: int, dtype) -> dic
 # The pipeline
 
 
-def prepare(data, tokenizer=None) -> dict:
+def prepare_corpus(data, tokenizer=None) -> dict:
     """Runs `data.prepare` (a `DataSpec` of kind text) and writes `data.path`; returns the manifest.
 
     `tokenizer` defaults to `AutoTokenizer.from_pretrained(data.tokenizer)`. An existing folder
@@ -256,7 +256,7 @@ def prepare(data, tokenizer=None) -> dict:
         ...     _ = (folder / f"{i}.txt").write_text("+".join(str(i * j) for j in range(30)))
         >>> spec = PrepareSpec([TextSourceSpec("sums", paths=[f"{folder}/*.txt"], heldout_fraction=0.2)])
         >>> data = DataSpec(kind="text", path=str(folder / "prepared"), sequence_length=16, prepare=spec)
-        >>> manifest = prepare(data, tokenizer=build_arith_tokenizer())
+        >>> manifest = prepare_corpus(data, tokenizer=build_arith_tokenizer())
         >>> manifest["train"]["instances"], manifest["heldout"]["sums"]["instances"], manifest["dtype"]
         (101, 25, 'uint16')
         >>> sorted(p.name for p in (folder / "prepared").iterdir())
@@ -396,4 +396,4 @@ def _plain(spec) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
-__all__ = ["collect_documents", "iter_texts", "pack", "prepare", "read_documents", "token_dtype", "tokenize"]
+__all__ = ["collect_documents", "iter_texts", "pack", "prepare_corpus", "read_documents", "token_dtype", "tokenize"]

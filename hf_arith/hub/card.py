@@ -45,7 +45,7 @@ def grid_name(result: GridResult) -> str:
     return a if a == b else f"{a}x{b}"
 
 
-PARTS = (("in_distribution", "in distribution"), ("out_of_distribution", "out of distribution"),
+GRID_REGIONS = (("in_distribution", "in distribution"), ("out_of_distribution", "out of distribution"),
          ("overall", "overall"))
 
 
@@ -94,7 +94,7 @@ def eval_results(evaluations: list[dict], in_loop: dict) -> list:
     results = []
     for ev in evaluations:
         bound = "x".join(f"≤{n}" for n in dict.fromkeys(ev["train_max"]))
-        for part, label in PARTS:
+        for part, label in GRID_REGIONS:
             accuracy = ev["summary"][part]["accuracy"]
             if accuracy is None:
                 continue
@@ -220,7 +220,7 @@ def _eos_text(model_dir: Path) -> str | None:
 def _in_loop_grid(recipe: SavedRecipe, in_loop: dict) -> dict:
     """An evaluation entry for the in-loop `arith_grid` numbers (only the summary is logged)."""
     grid, task = recipe.in_loop_grid or InLoopGrid(), recipe.task or DEFAULT_TASK
-    summary = {part: {"accuracy": in_loop["arith_grid"].get(part)} for part, _ in PARTS}
+    summary = {part: {"accuracy": in_loop["arith_grid"].get(part)} for part, _ in GRID_REGIONS}
     # The region the in-loop evaluator itself measured with (`evaluators.arith_grid`).
     train_max = list(training_region(task, recipe.task_args))
     return {"name": "in-loop", "task": task,
