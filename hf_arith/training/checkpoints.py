@@ -10,16 +10,19 @@ folder and renamed when complete; the `latest` file is replaced atomically and o
 complete checkpoint, so a run killed at any moment leaves a usable `latest`. Old checkpoints are
 renamed to a hidden `.trash_` name before they are deleted (a kill mid-delete leaves no half
 checkpoint under a `step_N` name); the retention policy never deletes the checkpoint `latest`
-names (and the trainer applies it only once a finite step has run from that checkpoint, so a
-diverging state never costs the good ones); the next save or retirement removes what a killed
-one left behind. A write that fails (disk full, read-only) removes its temporary folder and
-leaves the previous checkpoint and `latest` as they were.
+names; the next save or retirement removes what a killed one left behind. A write that fails
+(disk full, read-only) removes its temporary folder and leaves the previous checkpoint and
+`latest` as they were.
+
+When the training loop saves and which checkpoints it keeps is `CheckpointPolicy`'s decision,
+in one place: every `train.save_every` steps, at the end and at a stop signal; never inside a run
+of non-finite steps; and older checkpoints are retired only once a finite step has run from the
+newest, so a diverging state never costs the good ones.
 
 Example (in the training loop, on every process)::
 
-    save_checkpoint(accelerator, "runs/x", TrainState(step=100), recipe)  # runs/x/checkpoints/step_100
-    if accelerator.is_main_process:
-        retire_checkpoints("runs/x", keep_last=3)
+    policy = CheckpointPolicy(accelerator, recipe, model, optimizer)
+    policy.after_step(TrainState(step=100), skipped=False)  # save_every: 100 -> runs/x/checkpoints/step_100
     # after a restart: the same folder, whenever the run was killed
     checkpoint = find_checkpoint("runs/x", "latest")
 """
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import SCHEDULER_NAME, load
 from safetensors import SafetensorError
 
@@ -101,6 +105,11 @@ class TrainState:
 
 def checkpoint_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
+
+
+def checkpoint_path(output_dir: str | os.PathLike, step: int) -> Path:
+    """The folder of the checkpoint of `step`: `output_dir/checkpoints/step_<step>`."""
+    return checkpoint_root(output_dir) / f"step_{step}"
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -169,7 +178,7 @@ def save_checkpoint(accelerator, output_dir, state: TrainState, recipe: Recipe, 
         save_checkpoint(accelerator, "runs/x", TrainState(step=10), recipe)  # runs/x/checkpoints/step_10
     """
     root = checkpoint_root(output_dir)
-    final = root / f"step_{state.step}"
+    final = checkpoint_path(output_dir, state.step)
     tmp = root / f".tmp_step_{state.step}"
     main = accelerator.is_main_process
     error = None
@@ -286,6 +295,103 @@ def retire_checkpoints(output_dir, keep_last: int) -> None:
     for old in older[:max(len(older) - (keep_last - 1), 0)] + later:
         discard(old)
     _remove_leftovers(checkpoint_root(output_dir))
+
+
+def weights_finite(accelerator, model: torch.nn.Module) -> bool:
+    """Whether every parameter (this process's shard of it) is finite, on all processes (all must
+    call it). A finite gradient can still overflow the weights (a huge learning rate, weight decay
+    included).
+
+    Example:
+        >>> class OneProcess:  # what this function reads of an Accelerator
+        ...     num_processes = 1
+        >>> model = torch.nn.Linear(2, 2)
+        >>> weights_finite(OneProcess(), model)
+        True
+        >>> with torch.no_grad():
+        ...     model.weight[0, 0] = float("inf")
+        >>> weights_finite(OneProcess(), model)
+        False
+    """
+    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())
+                for p in model.parameters())
+    return not any_process(accelerator, not local)
+
+
+class CheckpointPolicy:
+    """When the training loop saves a checkpoint and which ones it keeps; the loop calls
+    `after_step` once per step and `at_end` once its weights are known to be finite (as torchtitan's
+    loop hands this to its checkpointer). All processes call every method: saving and the weight
+    check are collective.
+
+    - When: every `train.save_every` steps and at the last step (never with `save_every: 0`), and
+      at the step a stop signal ends, whatever `save_every` says (or the steps since the last save
+      are lost). A due save waits while the step's update was skipped (a non-finite loss or
+      gradient norm) or the weights are not finite, and happens at the next finite step: inside a
+      run of non-finite steps the state may be diverging, and retention must not delete the good
+      checkpoints for it.
+    - What is kept: `retire_checkpoints` (`train.keep_last`) runs only once a finite step has run
+      from the newest checkpoint (`unconfirmed` until then): an update that ruins the weights without
+      a non-finite number shows only in the next step. A resumed checkpoint that `latest` names is
+      confirmed the same way (and what killed runs left behind is removed then).
+    - What it last saved: `last_saved`, the step of the newest checkpoint this run saved or resumed
+      from (-1: none); `saved_at(step)`.
+
+    `resumed`: the checkpoint the run continues from, at step `step` (None for a new run).
+
+    Example (in the training loop, on every process)::
+
+        policy = CheckpointPolicy(accelerator, recipe, model, optimizer)
+        while state.step < recipe.train.max_steps:
+            ...  # one optimizer step, its log and evaluation
+            policy.after_step(state, skipped, stopping=state.step == recipe.train.max_steps)
+        policy.at_end(state)
+    """
+
+    def __init__(self, accelerator: Accelerator, recipe: Recipe, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, resumed: Path | None = None, step: int = 0):
+        self.accelerator, self.recipe, self.model, self.optimizer = accelerator, recipe, model, optimizer
+        self.output_dir = Path(recipe.output_dir)
+        self.last_saved = step if resumed is not None else -1
+        self.unconfirmed = resumed is not None and resumed == latest_checkpoint(self.output_dir)
+        self.due = False  # a save is due and waits for a finite step
+
+    def after_step(self, state: TrainState, skipped: bool, stopping: bool = False, preempted: bool = False) -> None:
+        """After step `state.step` and its evaluation (every record up to a checkpoint's step is
+        then in metrics.jsonl before the checkpoint exists): retires older checkpoints if this step
+        is the first finite one from the newest, then saves the step if a save is due and the state
+        is finite. `skipped`: the step's update was skipped (non-finite); `stopping`: the run ends
+        after it (`train.max_steps`, the time budget); `preempted`: a stop signal ends it."""
+        if not skipped and self.unconfirmed:
+            self._retire()
+            self.unconfirmed = False
+        every = self.recipe.train.save_every
+        self.due = self.due or preempted or bool(every) and (state.step % every == 0 or stopping)
+        if self.due and not skipped and weights_finite(self.accelerator, self.model):
+            self._save(state)
+
+    def at_end(self, state: TrainState) -> None:
+        """After the last step, with finite weights: saves it if `save_every` asks for checkpoints
+        and its save waited (the last steps were not finite), then retires older checkpoints."""
+        if not self.recipe.train.save_every:
+            return
+        if self.last_saved != state.step:
+            self._save(state)
+        self._retire()
+
+    def _save(self, state: TrainState) -> None:
+        """`save_checkpoint` of `state` (the log window included); the newest is unconfirmed."""
+        save_checkpoint(self.accelerator, self.output_dir, state, self.recipe, self.model, self.optimizer)
+        self.last_saved, self.due, self.unconfirmed = state.step, False, True
+
+    def _retire(self) -> None:
+        """`retire_checkpoints` with `train.keep_last`, on the main process."""
+        if self.accelerator.is_main_process:
+            retire_checkpoints(self.output_dir, self.recipe.train.keep_last)
+
+    def saved_at(self, step: int) -> Path | None:
+        """The checkpoint this run saved (or resumed from) at `step`, or None."""
+        return checkpoint_path(self.output_dir, step) if self.last_saved == step else None
 
 
 def load_checkpoint(accelerator, checkpoint: Path, model=None, optimizer=None, scheduler=None) -> TrainState:
@@ -591,7 +697,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-__all__ = ["FIXED_ON_RESUME", "LAYOUT_FILE", "WRITE_ERRORS", "TrainState", "any_process", "check_output_dir",
-           "check_resumable", "check_sharded_metadata", "checkpoint_bytes", "discard", "find_checkpoint",
-           "latest_checkpoint", "list_checkpoints", "load_checkpoint", "retire_checkpoints", "save_checkpoint",
-           "write_error_text", "written_layout"]
+__all__ = ["FIXED_ON_RESUME", "LAYOUT_FILE", "WRITE_ERRORS", "CheckpointPolicy", "TrainState", "any_process",
+           "check_output_dir", "check_resumable", "check_sharded_metadata", "checkpoint_bytes", "checkpoint_path",
+           "discard", "find_checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+           "retire_checkpoints", "save_checkpoint", "weights_finite", "write_error_text", "written_layout"]

@@ -40,23 +40,24 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.scheduler import AcceleratedScheduler
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from hf_arith.data.sources import build_source, build_tokenizer, micro_batches
+from hf_arith.data.sources import Source, build_source, build_tokenizer, micro_batches
 from hf_arith.errors import HfArithError, RecipeError
 
 from .checkpoints import (
     WRITE_ERRORS,
+    CheckpointPolicy,
     TrainState,
     any_process,
     check_output_dir,
@@ -66,8 +67,7 @@ from .checkpoints import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    retire_checkpoints,
-    save_checkpoint,
+    weights_finite,
     write_error_text,
 )
 from .distributed import (
@@ -81,7 +81,7 @@ from .distributed import (
     steps_in_backward,
     unsharded,
 )
-from .evaluators import build_evaluators
+from .evaluators import Evaluator, build_evaluators
 from .metrics_log import plot_loss, read_metrics, truncate_metrics
 from .models import build_model
 from .optim import BatchSchedule, BudgetClock, clip_value, process_share
@@ -424,76 +424,70 @@ def train(recipe: Recipe, resume: str | os.PathLike | None = None) -> Path:
 
             final = train(load_recipe("recipes/abacus/addition_cpu.yaml"), resume="latest")
     """
-    t, out = recipe.train, Path(recipe.output_dir)
     accelerator = make_accelerator(recipe)
-    checkpoint = _checkpoint_to_resume(out, resume)
+    checkpoint = _checkpoint_to_resume(Path(recipe.output_dir), resume)
     run = _build(recipe, accelerator)
-    loop = _start(run, checkpoint)
-    state = loop.state
+    state = _start(run, checkpoint)
+    policy = CheckpointPolicy(accelerator, recipe, run.model, run.optimizer, resumed=checkpoint, step=state.step)
     bar = _progress_bar(run, state)
 
     run.model.train()
     # From here a stop signal waits for the end of the current step (and is ignored once the loop
     # is done: writing final/ is then the quickest way out).
     with StopSignals() as signals:
-        preempted = _train_steps(run, loop, bar, signals)
+        preempted = _train_steps(run, state, policy, bar, signals)
         bar.close()
         if preempted:
-            stopped = _stopped(run, loop, signals.signum)  # agreed over the processes: before end_training
+            # Agreed over the processes, so before end_training.
+            stopped = _stopped(run, policy, state.step, signals.signum)
             accelerator.end_training()
             raise stopped
 
-        if not _weights_finite(accelerator, run.model):
-            raise _diverged(recipe, loop.nonfinite or [state.step], loop.unconfirmed, weights=True)
-        if t.save_every and loop.last_saved != state.step:
-            _save(run, loop)
-        if t.save_every and accelerator.is_main_process:
-            retire_checkpoints(out, t.keep_last)
-        final = save_final(accelerator, run.model, run.tokenizer, recipe, out, state.config_updates)
+        if not weights_finite(accelerator, run.model):
+            raise _diverged(recipe, [state.step], policy.unconfirmed, weights=True)
+        policy.at_end(state)
+        final = save_final(accelerator, run.model, run.tokenizer, recipe, run.out, state.config_updates)
         if accelerator.is_main_process:
-            plot_loss(run.metrics_path, out / "loss.png")
+            plot_loss(run.metrics_path, run.out / "loss.png")
     accelerator.end_training()
     return final
 
 
-def _train_steps(run: _Run, loop: _Loop, bar, signals: StopSignals) -> bool:
+def _train_steps(run: _Run, state: TrainState, policy: CheckpointPolicy, bar, signals: StopSignals) -> bool:
     """Optimizer steps with their logs, evaluations and checkpoints until `train.max_steps`, the
     time budget, or a stop signal; returns whether a signal stopped it (after saving its step, unless
     the weights were not finite).
     Raises `HfArithError` when training diverges."""
-    recipe, accelerator, state, budget_s = run.recipe, run.accelerator, loop.state, run.budget_s
+    recipe, accelerator, budget_s = run.recipe, run.accelerator, run.budget_s
     t = recipe.train
+    nonfinite: list[int] = []  # the current run of steps with a non-finite loss or gradient norm
     while state.step < t.max_steps:
-        update = _optimizer_step(run, loop)
+        update = _optimizer_step(run, state)
+        # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
+        nonfinite = nonfinite + [state.step] if update.skipped else []
+        if update.skipped:
+            logger.warning(f"step {state.step}: non-finite loss {update.objective} or gradient norm {update.grad_norm}; "
+                           f"update skipped ({state.skipped_steps} so far, {len(nonfinite)} in a row)")
         bar.update(1 if run.clock is None else min(update.elapsed_s, max(0.0, budget_s - bar.n)))  # by time: seconds
 
         done = state.step == t.max_steps
         out_of_time = budget_s is not None and any_process(accelerator, state.elapsed_s > budget_s)
+        stopping = done or out_of_time
         # Processes may get the signal at different steps: all stop at the first step any saw it.
         preempted = not done and any_process(accelerator, signals.signum is not None)
-        diverged = len(loop.nonfinite) > t.max_consecutive_nonfinite
-        if state.step % t.log_every == 0 or done or out_of_time or diverged:
-            _log_progress(run, loop, update, bar)
+        diverged = len(nonfinite) > t.max_consecutive_nonfinite
+        if state.step % t.log_every == 0 or stopping or diverged:
+            _log_progress(run, state, update, bar)
         if diverged:
-            raise _diverged(recipe, loop.nonfinite, loop.unconfirmed)
+            raise _diverged(recipe, nonfinite, policy.unconfirmed)
         if preempted:
             logger.info(f"{signals.name or 'a stop signal (on another process)'}: stopping after step {state.step}, "
                         f"saving a checkpoint first")
-
         # Evaluate before saving: every record up to a checkpoint's step is then in metrics.jsonl
         # before the checkpoint exists, and a resumed run neither repeats nor misses one.
-        stopping = done or out_of_time
         if run.evaluators and ((t.eval_every and state.step % t.eval_every == 0) or (stopping and recipe.eval.at_end)):
-            metrics = run_evaluators(accelerator, run.model, run.evaluators, state.step)
-            _log(run, {"step": state.step, **metrics})
-            state.config_updates.update(chosen_config(run.evaluators, metrics))
-        # A stopped run saves even with save_every: 0, or the steps since the last save are lost.
-        loop.save_due = (loop.save_due or preempted
-                         or bool(t.save_every) and (state.step % t.save_every == 0 or stopping))
-        # Inside a run of non-finite steps (or past an update that overflowed the weights) the save
-        # waits: retention must not delete the good checkpoints for a state that may be diverging.
-        if loop.save_due and not loop.nonfinite and _weights_finite(accelerator, run.model):
-            _save(run, loop)
+            _evaluate(run, state)
+        policy.after_step(state, update.skipped, stopping=stopping, preempted=preempted)
         if preempted:
             return True
         if out_of_time and not done:
@@ -504,51 +498,45 @@ def _train_steps(run: _Run, loop: _Loop, bar, signals: StopSignals) -> bool:
 
 @dataclass
 class _Run:
-    """What `train` builds before the first step and uses unchanged to the last."""
+    """What `train` builds before the first step and uses unchanged to the last. What changes from
+    step to step is the `TrainState` (which a checkpoint keeps) and the `CheckpointPolicy`."""
 
     recipe: Recipe
-    out: Path
-    accelerator: Any
-    tokenizer: Any
-    source: Any  # `examples(start, stop)` of global indices, `collate(rows)`; `sources.build_source`
-    model: Any  # as Accelerate prepared it (wrapped for DDP, FSDP, DeepSpeed)
-    forward: Any  # the training forward: the model, or `torch.compile` of it
-    optimizer: Any
-    scheduler: Any
+    accelerator: Accelerator
+    tokenizer: PreTrainedTokenizerBase
+    source: Source  # the examples of global indices; `sources.build_source`
+    model: torch.nn.Module  # as Accelerate prepared it (wrapped for DDP, FSDP, DeepSpeed)
+    forward: torch.nn.Module  # the training forward: the model, or `torch.compile` of it
+    optimizer: torch.optim.Optimizer
+    scheduler: AcceleratedScheduler
     schedule: BatchSchedule
-    budget_s: float | None  # `train.time_budget_minutes` in seconds
     clock: BudgetClock | None  # set when the schedules follow wall-clock time (`train.schedule_clock: time`)
-    evaluators: list
+    evaluators: list[tuple[str, Evaluator]]
     # HF_ARITH_TRACE_DATA=DIR: each process appends the examples it trains at each step to
     # DIR/rank<r>.jsonl, to check the data order across world sizes and resumes.
     trace_dir: str | None
 
     @property
+    def out(self) -> Path:
+        return Path(self.recipe.output_dir)
+
+    @property
     def metrics_path(self) -> Path:
         return self.out / "metrics.jsonl"
 
-
-@dataclass
-class _Loop:
-    """What changes from step to step. A checkpoint keeps `state` (the window as `state.log_window`);
-    the rest starts afresh on resume."""
-
-    state: TrainState
-    # Sums since the last record; saved in checkpoints, so that a resumed run logs the same averages.
-    window: dict
-    last_saved: int  # the step of the newest checkpoint this run saved or resumed from; -1: none
-    # Older checkpoints are deleted (keep_last) only once a finite step has run from the newest: an
-    # update that ruins the weights without a non-finite number shows only in the next step. A
-    # resumed checkpoint is confirmed (and what killed runs left behind is removed) the same way.
-    unconfirmed: bool
-    nonfinite: list[int] = field(default_factory=list)  # the current run of non-finite steps; no save inside one
-    save_due: bool = False  # a checkpoint is due and waits for a finite step
+    @property
+    def budget_s(self) -> float | None:
+        """`train.time_budget_minutes` in seconds; None without a budget."""
+        minutes = self.recipe.train.time_budget_minutes
+        return minutes * 60 if minutes else None
 
 
 @dataclass
 class _Update:
-    """What one optimizer step tells the log and the progress bar."""
+    """What one optimizer step tells the loop, the log and the progress bar."""
 
+    objective: float  # the loss trained on: the model's loss plus the z-loss term
+    skipped: bool  # the update was skipped: the loss or the gradient norm was not finite
     lr: float  # the learning rate the step used
     grad_norm: float  # before clipping; NaN where the backend gives none
     batch_size: int  # examples in the global batch
@@ -592,14 +580,13 @@ def _build(recipe: Recipe, accelerator) -> _Run:
                           f"train.micro_batch_size={t.micro_batch_size} than the {accelerator.num_processes} "
                           f"processes; lower train.micro_batch_size to at most "
                           f"{max(1, schedule.size(0) // accelerator.num_processes)} (or raise the global batch)")
-    budget_s = t.time_budget_minutes * 60 if t.time_budget_minutes else None
-    return _Run(recipe, out, accelerator, tokenizer, source, model, forward, optimizer, scheduler, schedule,
-                budget_s, clock, evaluators, trace_dir=os.environ.get("HF_ARITH_TRACE_DATA"))
+    return _Run(recipe, accelerator, tokenizer, source, model, forward, optimizer, scheduler, schedule, clock,
+                evaluators, trace_dir=os.environ.get("HF_ARITH_TRACE_DATA"))
 
 
-def _start(run: _Run, checkpoint: Path | None) -> _Loop:
-    """The loop before its first step: restored from `checkpoint` (model, optimizer, scheduler and
-    RNG states, `TrainState`) or fresh. Writes `recipe.yaml`, cuts `metrics.jsonl` back to the
+def _start(run: _Run, checkpoint: Path | None) -> TrainState:
+    """The run's state before its first step: restored from `checkpoint` (model, optimizer, scheduler
+    and RNG states, `TrainState`) or fresh. Writes `recipe.yaml`, cuts `metrics.jsonl` back to the
     resumed step, saves the data order (text data) and starts the trackers. Raises `HfArithError`
     when `checkpoint` belongs to another recipe or cannot be loaded."""
     recipe, accelerator, out = run.recipe, run.accelerator, run.out
@@ -619,10 +606,10 @@ def _start(run: _Run, checkpoint: Path | None) -> _Loop:
         run.source.save_order(out, run.schedule.offset(recipe.train.max_steps), write=main)
     if recipe.train.report_to:
         accelerator.init_trackers("tensorboard", config=_flat_config(recipe))
-    window = {"loss": 0.0, "z_loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
-    window.update(state.log_window)
-    return _Loop(state, window, last_saved=state.step if checkpoint is not None else -1,
-                 unconfirmed=checkpoint is not None and checkpoint == latest_checkpoint(out))
+    # The sums the next metrics.jsonl record averages; a resumed run continues its checkpoint's.
+    empty = {"loss": 0.0, "z_loss": 0.0, "finite": 0, "steps": 0, "examples": 0, "tokens": 0, "padded": 0, "time": 0.0}
+    state.log_window = {**empty, **state.log_window}
+    return state
 
 
 def _progress_bar(run: _Run, state: TrainState):
@@ -636,31 +623,23 @@ def _progress_bar(run: _Run, state: TrainState):
                 desc="train", unit="it" if run.clock is None else "s", dynamic_ncols=True, bar_format=by_time)
 
 
-def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
+def _optimizer_step(run: _Run, state: TrainState) -> _Update:
     """One optimizer step on the next global batch: forward and backward (`train_step`), clipping,
     the update (skipped when the loss or the gradient norm is not finite), the schedules. Advances
-    `loop.state` and the log window."""
-    t, accelerator, state = run.recipe.train, run.accelerator, loop.state
+    `state` and its log window."""
+    accelerator = run.accelerator
     started = time.perf_counter()
     start, stop = _global_batch(run, state)
     batches = _local_batches(run, state.step, start, stop)
-    limit = clip_value(state.step, t)
+    limit = clip_value(state.step, run.recipe.train)
     set_deepspeed_clipping(accelerator, run.model, limit)  # DeepSpeed clips inside its step, in train_step
     stats = train_step(accelerator, run.model, run.forward, batches, run.recipe, state.step)
     grad_norm = _clip_gradients(accelerator, run.model, limit)
     lr = run.scheduler.get_last_lr()[0]
     objective = stats["loss"] + stats["z_loss"]
     skipped = _step_unless_nonfinite(run, objective, grad_norm)
-    # Steps are named as in metrics.jsonl: step N is the N-th update (`state.step` after it).
-    loop.nonfinite = loop.nonfinite + [state.step + 1] if skipped else []
     if skipped:
         state.skipped_steps += 1
-        logger.warning(f"step {state.step + 1}: non-finite loss {objective} or gradient norm {grad_norm}; "
-                       f"update skipped ({state.skipped_steps} so far, {len(loop.nonfinite)} in a row)")
-    elif loop.unconfirmed:
-        if accelerator.is_main_process:
-            retire_checkpoints(run.out, t.keep_last)
-        loop.unconfirmed = False
     if run.clock is not None:  # the next step's learning rate and batch follow the budget spent so far
         run.clock.set(_slowest(accelerator, state.elapsed_s + time.perf_counter() - started))
     run.scheduler.step()
@@ -671,7 +650,7 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
     state.tokens += int(stats["tokens"])
     elapsed = time.perf_counter() - started
     state.elapsed_s += elapsed
-    window = loop.window
+    window = state.log_window
     window["steps"] += 1
     window["examples"] += stop - start
     window["tokens"] += stats["tokens"]
@@ -681,7 +660,8 @@ def _optimizer_step(run: _Run, loop: _Loop) -> _Update:
         window["loss"] += stats["loss"]
         window["z_loss"] += stats["z_loss"]
         window["finite"] += 1
-    return _Update(lr=lr, grad_norm=grad_norm, batch_size=stop - start, elapsed_s=elapsed)
+    return _Update(objective=objective, skipped=skipped, lr=lr, grad_norm=grad_norm, batch_size=stop - start,
+                   elapsed_s=elapsed)
 
 
 def _global_batch(run: _Run, state: TrainState) -> tuple[int, int]:
@@ -748,10 +728,10 @@ def _log(run: _Run, record: dict) -> None:
     run.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
 
-def _log_progress(run: _Run, loop: _Loop, update: _Update, bar) -> None:
+def _log_progress(run: _Run, state: TrainState, update: _Update, bar) -> None:
     """Logs the averages of the window (to `metrics.jsonl`, the trackers, the bar, or the log
     without a bar) and opens the next window."""
-    t, state, window = run.recipe.train, loop.state, loop.window
+    t, window = run.recipe.train, state.log_window
 
     def mean(key: str) -> float:
         return window[key] / window["finite"] if window["finite"] else math.nan
@@ -776,14 +756,14 @@ def _log_progress(run: _Run, loop: _Loop, update: _Update, bar) -> None:
     if not t.progress_bar:
         logger.info(f"step {state.step}/{t.max_steps} loss {record['loss']:.4f} lr {update.lr:.2e} "
                     f"grad_norm {update.grad_norm:.3f} {record['examples_per_s']:.0f} examples/s")
-    loop.window = dict.fromkeys(window, 0)
+    state.log_window = dict.fromkeys(window, 0)
 
 
-def _save(run: _Run, loop: _Loop) -> None:
-    """A checkpoint at the loop's step, with the log window (a resumed run logs the same averages)."""
-    loop.state.log_window = dict(loop.window)
-    save_checkpoint(run.accelerator, run.out, loop.state, run.recipe, run.model, run.optimizer)
-    loop.last_saved, loop.save_due, loop.unconfirmed = loop.state.step, False, True
+def _evaluate(run: _Run, state: TrainState) -> None:
+    """Runs the evaluators at `state.step`, logs their metrics and keeps the config values they chose."""
+    metrics = run_evaluators(run.accelerator, run.model, run.evaluators, state.step)
+    _log(run, {"step": state.step, **metrics})
+    state.config_updates.update(chosen_config(run.evaluators, metrics))
 
 
 def _log_budget_reached(run: _Run, step: int) -> None:
@@ -808,14 +788,12 @@ def _largest(accelerator, value: float) -> float:
     return float(accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).max())
 
 
-def _stopped(run: _Run, loop: _Loop, signum: int | None) -> TrainingStopped:
-    """What ends a run stopped by a signal, the same on every process: the step, its checkpoint
-    (none if the weights were not finite) and the signal (SIGTERM where some process got it, which
-    is what schedulers send, else SIGINT)."""
+def _stopped(run: _Run, policy: CheckpointPolicy, step: int, signum: int | None) -> TrainingStopped:
+    """What ends a run stopped by a signal after `step`, the same on every process: the step, its
+    checkpoint (none if the state was not finite) and the signal (SIGTERM where some process got it,
+    which is what schedulers send, else SIGINT)."""
     signum = int(_largest(run.accelerator, float(signum or 0))) or signal.SIGTERM
-    step = loop.state.step
-    saved = run.out / "checkpoints" / f"step_{step}" if loop.last_saved == step else None
-    return TrainingStopped(signum, step, saved, newest=latest_checkpoint(run.out))
+    return TrainingStopped(signum, step, policy.saved_at(step), newest=latest_checkpoint(run.out))
 
 
 def _trace(trace_dir: str, rank: int, step: int, first: int, last: int, examples: list[dict]) -> None:
@@ -837,14 +815,6 @@ def _check_output_dir(accelerator, out: Path, needed_bytes: int) -> None:
             error = err
     if any_process(accelerator, error is not None):
         raise error or HfArithError(f"the output folder {out} cannot be used; see the main process's error")
-
-
-def _weights_finite(accelerator, model) -> bool:
-    """Whether every parameter (this process's shard of it) is finite, on all processes. A finite
-    gradient can still overflow the weights (a huge learning rate, weight decay included)."""
-    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())
-                for p in model.parameters())
-    return not any_process(accelerator, not local)
 
 
 def _diverged(recipe: Recipe, steps: list[int], unconfirmed: bool, weights: bool = False) -> HfArithError:
