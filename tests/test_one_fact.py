@@ -60,10 +60,7 @@ def constants(node: ast.AST) -> list[str]:
 # Names defined in two modules today, each with the reason it is allowed: the exact files, so that a
 # third definition, or the same name anywhere else, still fails.
 SHARED_FUNCTION_NAMES: dict[str, set[str]] = {}
-SHARED_CONSTANTS = {
-    # Not in issue 23: the loss's ignored label (transformers' -100), in the collator and the trainer.
-    "IGNORE_INDEX": {"hf_arith/data/arithmetic.py", "hf_arith/training/trainer.py"},
-}
+SHARED_CONSTANTS: dict[str, set[str]] = {}
 
 
 def test_names_a_public_function_is_defined_by_one_module():

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from hf_arith.data.arithmetic import ArithmeticCollator, eval_set
+from hf_arith.data.arithmetic import IGNORE_INDEX, ArithmeticCollator, eval_set
 from hf_arith.data.instances import heldout_instances
 from hf_arith.errors import RecipeError
 from hf_arith.evaluation.defaults import DEFAULT_EVAL_SEED, IN_LOOP_GRID_LENGTHS, IN_LOOP_GRID_SAMPLES
@@ -154,9 +154,9 @@ def teacher_forced_scores(model, collate, rows: list[dict], batch_size: int = 25
     for i in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size]).items()}
         labels = batch["labels"][:, 1:]
-        tokens = int((labels != -100).sum())
+        tokens = int((labels != IGNORE_INDEX).sum())
         out = model(**batch, num_items_in_batch=tokens)
-        hits = (out.logits[:, :-1].argmax(-1) == labels) | (labels == -100)
+        hits = (out.logits[:, :-1].argmax(-1) == labels) | (labels == IGNORE_INDEX)
         total, count = total + float(out.loss) * tokens, count + tokens
         correct += int(hits.all(-1).sum())
     return {"loss": total / max(count, 1), "exact_match": correct / max(len(rows), 1)}

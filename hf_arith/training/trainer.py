@@ -52,6 +52,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from hf_arith.data.arithmetic import IGNORE_INDEX
 from hf_arith.data.sources import Source, build_source, build_tokenizer, micro_batches
 from hf_arith.errors import HfArithError, RecipeError
 
@@ -89,8 +90,6 @@ from .preemption import StopSignals, TrainingStopped
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 logger = logging.getLogger("hf_arith.training")
-
-IGNORE_INDEX = -100
 
 
 # ---------------------------------------------------------------------------------------------
