@@ -426,6 +426,26 @@ def test_the_card_reads_right_with_and_without_an_evaluation(tmp_path, evaluated
                     "Only greedy decoding was evaluated": evaluated, "has not\n  been measured yet": not evaluated}
 
 
+@pytest.mark.parametrize("task_args, lengths", [
+    ({}, (1, 15)),  # the paper's multiplication trains on up to 15 digits (SPEC.md), the task's default
+    ({"min_digits": 2, "max_digits": 12}, (2, 12)),
+])
+def test_the_card_states_the_training_lengths_of_the_task_trained(tmp_path, task_args, lengths):
+    """A multiplication recipe without max_digits was carded as trained on up to 20 digits (the
+    template's own fallback, addition's default)."""
+    from hf_arith.hub import find_run, render_card
+    from hf_arith.modeling import AbacusConfig
+
+    AbacusConfig().save_pretrained(tmp_path / "final")
+    (tmp_path / "final" / "recipe.yaml").write_text(json.dumps({"data": {"task": "multiplication",
+                                                                         "task_args": task_args}}))
+    content = render_card(find_run(tmp_path), json.loads((tmp_path / "final" / "config.json").read_text()),
+                          "me/abacus").content
+    low, high = lengths
+    assert f"operands of {low}–{high} digits" in content
+    assert f"trained on numbers of up to {high} digits" in content
+
+
 def test_the_card_allows_the_characters_generate_accepts():
     """The card listed '-', which `hf-arith generate` refuses (no task has negative numbers)."""
     from hf_arith.hub.card import TEMPLATES

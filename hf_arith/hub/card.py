@@ -125,11 +125,6 @@ def eval_results(evaluations: list[dict], in_loop: dict) -> list:
 # The model card
 
 
-def _example(task: str, task_args: dict) -> dict:
-    """The problem the how-to snippet solves, inside the training lengths: the task's `card_example`."""
-    return get_task(task, **task_args).card_example()
-
-
 def training_summary(recipe: SavedRecipe, metrics_path: Path | None) -> dict:
     """The numbers the card's training section shows, from the recipe and `metrics.jsonl`."""
     losses = [r for r in read_metrics(metrics_path) if "loss" in r] if metrics_path else []
@@ -198,12 +193,14 @@ def render_card(run: RunFiles, published: dict, repo_id: str, license: str = "ap
     else:  # a model saved without its recipe: the Abacus model's first use
         task = DEFAULT_TASK if config["model_type"] == "abacus" else None
     task_args, remote_code = recipe.task_args, "auto_map" in published
+    # The task as trained, its defaults filled in by the task itself (multiplication: up to 15 digits).
+    trained = get_task(task, **task_args) if task else None
     return ModelCard.from_template(
         card_data(config["model_type"], remote_code, recipe, results, name, license, list(datasets)),
         template_path=str(TEMPLATES / CARD_TEMPLATES[config["model_type"]]),
         repo_id=repo_id, name=name, config=config, recipe=recipe.contents, remote_code=remote_code,
-        native=published["model_type"] == "olmo", task=task, task_args=task_args,
-        example=_example(task, task_args) if task else None, eos_token=_eos_text(run.model_dir),
+        native=published["model_type"] == "olmo", task=task, task_args=task_args, trained=trained,
+        example=trained.card_example() if trained else None, eos_token=_eos_text(run.model_dir),
         evaluations=evaluations, in_loop=in_loop, training=training_summary(recipe, run.metrics),
         parameters=_parameter_count(run.model_dir), files=files or {},
         capacity=abacus_capacity_of(config),
