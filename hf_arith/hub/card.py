@@ -46,7 +46,7 @@ def grid_name(result: GridResult) -> str:
 
 
 GRID_REGIONS = (("in_distribution", "in distribution"), ("out_of_distribution", "out of distribution"),
-         ("overall", "overall"))
+                ("overall", "overall"))
 
 
 def grid_evaluations(eval_dirs: list[Path]) -> list[dict]:
